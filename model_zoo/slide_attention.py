@@ -1,0 +1,175 @@
+"""Slide attention (Pan et al., "Slide-Transformer", CVPR 2023).
+
+For a query at pixel p with head h, local attention over the ka x ka neighbourhood N(p) is
+
+    attn_h(p, j) = softmax_j( q_h(p) . (k_h(p + d_j) + r_h(j)) ),   j = 0 .. ka^2 - 1
+    out_h(p)     = sum_j attn_h(p, j) * v_h(p + d_j)
+
+with d_j the j-th offset of the ka x ka grid, r_h(j) a learnable relative-position term added to the
+keys (so it is multiplied by q_h(p) summed over the head dimension, exactly as the official code
+applies it), and zeros outside the feature map. The Im2Col gathering ``k_h(p + d_j)`` is re-read as
+ka^2 *shifted copies* of the key map; each shift is a depthwise convolution with a one-hot kernel
+(``dep_conv``, weight frozen, bias learnable). The "deformed shifting" branch ``dep_conv1`` is a
+learnable depthwise convolution of the same shape trained beside it, so the keys are
+
+    k_shift = dep_conv(k) + dep_conv1(k)        (same for v)
+
+Because both branches are linear in k, :meth:`SlideAttention.reparameterize` merges them into one
+convolution (weights summed, biases summed), also folding the q scale into the qkv projection and the
+relative-position term into the key bias. The inference form then runs one depthwise convolution
+(channel multiplier ka^2, over k and v of all heads at once), one batched matmul for the logits, one
+native softmax over the last axis and one batched matmul for the output, using tensors of at most
+4 dimensions (TFLite/XNNPACK/NNAPI/ORT-mobile friendly).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def one_hot_shift_kernels(ka: int, channels: int) -> torch.Tensor:
+    """Depthwise kernels (channels * ka^2, 1, ka, ka); output j of each channel copies offset j."""
+    kernel = torch.zeros(ka * ka, 1, ka, ka)
+    for j in range(ka * ka):
+        kernel[j, 0, j // ka, j % ka] = 1.0
+    return kernel.repeat(channels, 1, 1, 1)
+
+
+class SlideAttention(nn.Module):
+    """Multi-head Slide attention over (B, H, W, C) feature maps; parameter names follow the official code.
+
+    Args:
+        dim: channels C.
+        num_heads: heads; C must be divisible by it.
+        ka: neighbourhood size (odd).
+        qkv_bias: learnable bias in the qkv projection.
+        qk_scale: override of head_dim ** -0.5.
+        attn_drop: dropout on attention weights (training).
+        proj_drop: dropout after the output projection (training).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ka: int = 3, qkv_bias: bool = True, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if ka % 2 != 1:
+            raise ValueError(f"ka must be odd, got {ka}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = qk_scale or self.head_dim ** -0.5
+        self.ka = ka
+        self.deployed = False
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        conv = dict(kernel_size=ka, bias=True, groups=self.head_dim, padding=ka // 2)
+        self.dep_conv = nn.Conv2d(self.head_dim, ka * ka * self.head_dim, **conv)
+        self.dep_conv1 = nn.Conv2d(self.head_dim, ka * ka * self.head_dim, **conv)
+        self.dep_conv.weight = nn.Parameter(one_hot_shift_kernels(ka, self.head_dim), requires_grad=False)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(1, num_heads, 1, ka * ka, 1, 1))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.kv_conv: nn.Conv2d | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over (B, H, W, C) and return (B, H, W, C)."""
+        return self._forward_deployed(x) if self.deployed else self._forward_train(x)
+
+    def _forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """The two-branch form, in the official 6-D layout (B, heads, head_dim, ka^2, H, W)."""
+        B, H, W, C = x.shape
+        heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
+        f = self.qkv(x).permute(0, 3, 1, 2).reshape(B * heads, 3 * hd, H, W)
+        q = (f[:, :hd] * self.scale).reshape(B, heads, hd, 1, H, W)
+        k, v = f[:, hd:2 * hd], f[:, 2 * hd:]
+        k = (self.dep_conv(k) + self.dep_conv1(k)).reshape(B, heads, hd, kk, H, W)
+        v = (self.dep_conv(v) + self.dep_conv1(v)).reshape(B, heads, hd, kk, H, W)
+        k = k + self.relative_position_bias_table
+        attn = (q * k).sum(2, keepdim=True).softmax(dim=3)
+        attn = self.attn_drop(attn)
+        out = (attn * v).sum(3).reshape(B, C, H, W).permute(0, 2, 3, 1)
+        return self.proj_drop(self.proj(out))
+
+    def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
+        """The re-parameterized form: one depthwise conv for k and v, tensors of rank <= 4."""
+        B, H, W, C = x.shape
+        heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
+        qkv = self.qkv(x)                                            # (B, H, W, 3C): q|k|v, q pre-scaled
+        q = qkv[..., :C].reshape(B * H * W, heads, 1, hd)
+        kv = qkv[..., C:].permute(0, 3, 1, 2)                        # (B, 2C, H, W)
+        kv = self.kv_conv(kv).permute(0, 2, 3, 1)                    # (B, H, W, 2C*kk): (kv, head, d, j)
+        kv = kv.reshape(B * H * W, 2 * heads, hd, kk)
+        k, v = kv[:, :heads], kv[:, heads:]                          # (N, heads, hd, kk)
+        attn = torch.matmul(q, k).softmax(dim=-1)                    # (N, heads, 1, kk)
+        out = torch.matmul(attn, v.transpose(-1, -2))                # (N, heads, 1, hd)
+        return self.proj(out.reshape(B, H, W, C))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Merge the shift and deformed branches into one conv; fold q scale and position term; go to inference form."""
+        if self.deployed:
+            return
+        C, heads, hd, kk = self.dim, self.num_heads, self.head_dim, self.ka * self.ka
+        weight = self.dep_conv.weight + self.dep_conv1.weight          # (hd*kk, 1, ka, ka)
+        bias = self.dep_conv.bias + self.dep_conv1.bias                # (hd*kk,)
+        # one depthwise conv over the 2C channels (k then v, head-major): multiplier kk
+        kv_weight = weight.reshape(1, hd * kk, 1, self.ka, self.ka).repeat(2 * heads, 1, 1, 1, 1)
+        kv_bias = bias.reshape(1, 1, hd, kk).repeat(2, heads, 1, 1)
+        pos = self.relative_position_bias_table.reshape(heads, 1, kk)  # added to keys, broadcast over d
+        kv_bias[0] += pos
+        kv_conv = nn.Conv2d(2 * C, 2 * C * kk, self.ka, padding=self.ka // 2, groups=2 * C, bias=True)
+        kv_conv.weight.copy_(kv_weight.reshape(2 * C * kk, 1, self.ka, self.ka))
+        kv_conv.bias.copy_(kv_bias.reshape(-1))
+        self.kv_conv = kv_conv.to(weight.device, weight.dtype)
+        # the official layout of the qkv output is (head, q/k/v, d); reorder rows to (q/k/v, head, d)
+        self.qkv.weight.copy_(self.qkv.weight.reshape(heads, 3, hd, C).transpose(0, 1).reshape(3 * C, C))
+        self.qkv.weight[:C] *= self.scale
+        if self.qkv.bias is not None:
+            self.qkv.bias.copy_(self.qkv.bias.reshape(heads, 3, hd).transpose(0, 1).reshape(3 * C))
+            self.qkv.bias[:C] *= self.scale
+        del self.dep_conv, self.dep_conv1, self.relative_position_bias_table
+        self.deployed = True
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, ka={self.ka}, deployed={self.deployed}"
+
+
+def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return a deployable copy of ``model``: every module with a ``reparameterize()`` hook is re-parameterized.
+
+    The walk follows timm's convention (``model.modules()``), so any architecture that embeds
+    :class:`SlideAttention` (or another module exposing ``reparameterize``) is handled. The result is
+    in eval mode.
+    """
+    import copy
+
+    target = model if inplace else copy.deepcopy(model)
+    for module in list(target.modules()):
+        hook = getattr(module, "reparameterize", None)
+        if module is not target and callable(hook):
+            hook()
+    return target.eval()
+
+
+def unfold_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ka: int,
+                           position_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference Im2Col local attention (F.unfold gathering), used by tests and the Im2Col baseline.
+
+    Args:
+        q, k, v: (B, heads, head_dim, H, W); q already scaled.
+        ka: neighbourhood size.
+        position_bias: (heads, ka^2) term added to the gathered keys, or None.
+    Returns:
+        (B, heads, head_dim, H, W)
+    """
+    B, heads, hd, H, W = q.shape
+    kk = ka * ka
+    k_cols = F.unfold(k.reshape(B, heads * hd, H, W), ka, padding=ka // 2).reshape(B, heads, hd, kk, H, W)
+    v_cols = F.unfold(v.reshape(B, heads * hd, H, W), ka, padding=ka // 2).reshape(B, heads, hd, kk, H, W)
+    if position_bias is not None:
+        k_cols = k_cols + position_bias.reshape(1, heads, 1, kk, 1, 1)
+    attn = (q.unsqueeze(3) * k_cols).sum(2, keepdim=True).softmax(dim=3)
+    return (attn * v_cols).sum(3)
