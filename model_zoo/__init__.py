@@ -8,6 +8,7 @@ from ._registry import (PretrainedConfig, UnknownModelError, create_model, get_m
                         list_models, register_model)
 from .slide_attention import SlideAttention, reparameterize_model
 from . import slide_swin  # noqa: F401  (registers the Slide-Swin family)
+from . import efficientnet_lite  # noqa: F401  (registers the shipped default CNN)
 
 __all__ = ["PretrainedConfig", "UnknownModelError", "create_model", "get_model_entry", "get_pretrained_cfg",
            "list_models", "register_model", "SlideAttention", "reparameterize_model"]
