@@ -1,0 +1,114 @@
+"""The data passed between the converter's steps: what to convert (:class:`ConversionJob`), the loaded
+model (:class:`LoadedModel`) and what came out (:class:`ConversionResult`).
+
+Every step of :mod:`slidelite.convert.pipeline` is a plain function over these types, so another
+export route (TFLite) reuses load, re-parameterize, calibration data, metadata and verify unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from slidelite.metadata import ModelMetadata, PreprocessSpec
+
+FORMATS = ("onnx", "tflite")
+
+
+@dataclass
+class PreprocessOverrides:
+    """CLI overrides of the pretrained configuration (None: keep the model's own value)."""
+
+    input_size: Optional[Tuple[int, int]] = None
+    mean: Optional[Tuple[float, ...]] = None
+    std: Optional[Tuple[float, ...]] = None
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
+    color_mode: Optional[str] = None
+
+
+@dataclass
+class ConversionJob:
+    """Everything one conversion needs; built by the CLI or directly from Python.
+
+    Attributes:
+        output: the file to write (written atomically: a temp file renamed at the end).
+        model: a zoo name (``slide_swin_tiny``) or ``module:attr`` factory; None: read it from the checkpoint.
+        module: an already built ``torch.nn.Module`` (Python callers); takes precedence over ``model``.
+        checkpoint: a state_dict / training checkpoint to load (``torch.load(weights_only=True)``).
+        labels: a labels file (one per line); None: the model's label set, else ``class_0..``.
+        format: ``onnx`` or ``tflite``.
+        int8: also quantize to int8 (needs ``calib``).
+        calib: folder of calibration / validation images (also used by verify when given).
+        int8_recipe: name of the int8 recipe (see :mod:`slidelite.convert.quantize`).
+        preprocess: overrides of the pretrained configuration.
+        dynamic_batch: export a dynamic batch axis instead of batch 1.
+        opset: ONNX opset.
+        min_agreement: int8 top-1 agreement gate (fraction of images).
+        force: write even when the int8 gate fails (never when the fp32 gate fails).
+        overwrite: replace an existing output file.
+        name: model name written into the metadata (default: the architecture).
+        threads: inference threads used by verify and the latency report.
+        progress: show progress bars.
+        max_calib_images: use at most this many calibration images.
+        latency_runs: timed runs per model in the report (0: skip latency).
+    """
+
+    output: Path
+    model: Optional[str] = None
+    module: Any = None
+    checkpoint: Optional[Path] = None
+    labels: Optional[Path] = None
+    format: str = "onnx"
+    int8: bool = False
+    calib: Optional[Path] = None
+    int8_recipe: str = "dynamic-matmul"
+    preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
+    dynamic_batch: bool = False
+    opset: int = 20
+    min_agreement: float = 0.99
+    force: bool = False
+    overwrite: bool = False
+    name: Optional[str] = None
+    threads: int = 2
+    progress: bool = True
+    max_calib_images: int = 64
+    latency_runs: int = 20
+
+
+@dataclass
+class LoadedModel:
+    """A torch classifier in eval mode plus what the metadata needs to know about it."""
+
+    module: Any
+    architecture: str
+    preprocess: PreprocessSpec
+    input_size: Tuple[int, int]
+    num_classes: int
+    label_set: str = ""
+    license: str = ""
+    source: str = ""
+    checkpoint_sha256: str = ""
+
+    @property
+    def channels(self) -> int:
+        """Input channels (3 for RGB, 1 for L)."""
+        return self.preprocess.channels
+
+    def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
+        """The NCHW input shape for ``batch`` images."""
+        return (batch, self.channels, self.input_size[0], self.input_size[1])
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`slidelite.convert.convert` wrote and measured."""
+
+    output: Path
+    metadata: ModelMetadata
+    fp32_parity: Dict[str, float]
+    int8_agreement: Optional[Dict[str, float]] = None
+    sizes: Dict[str, int] = field(default_factory=dict)
+    latency_ms: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    report: str = ""

@@ -1,0 +1,121 @@
+"""The converter pipeline: named steps over a :class:`ConversionJob`, orchestrated by :func:`convert`.
+
+    load_model -> reparameterize -> validation_set -> export (ONNX | TFLite) -> simplify -> [int8]
+    -> embed metadata -> verify (fp32 gate, int8 gate) -> report
+
+Each step is a function in its own module and is usable on its own (tests call them one by one; the
+TFLite route, :func:`slidelite.convert.tflite.convert_tflite`, reuses load, re-parameterize, the
+calibration data, the metadata builder, the verify gates and the atomic output). Nothing is written to
+``job.output`` unless every gate passed: the file is staged next to it and renamed at the end.
+"""
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from slidelite.metadata import ModelMetadata
+
+from .calibration import CalibrationSet, ImageFolderReader, load_calibration_set
+from .errors import ConversionError
+from .job import ConversionJob, ConversionResult, LoadedModel
+from .labels import resolve_labels
+from .load import load_model, reparameterize
+from .model_metadata import build_metadata
+from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logits, simplify_onnx
+from .output import check_output_path, staged_output
+from .quantize import get_recipe, quantize_onnx
+from .report import format_report, measure_latency
+from .verify import Parity, check_fp32, check_int8, compare_logits, torch_logits
+
+def validation_set(job: ConversionJob, metadata: ModelMetadata) -> CalibrationSet:
+    """Images for calibration and verification: ``job.calib``, else the sample photos shipped with the runtime."""
+    folder = job.calib if job.calib is not None else default_validation_folder()
+    return load_calibration_set(Path(folder), metadata, job.max_calib_images, job.progress)
+
+
+def default_validation_folder() -> Path:
+    """The runtime's bundled sample photos (``slidelite/samples``)."""
+    import slidelite
+
+    return Path(slidelite.__file__).resolve().parent / "samples"
+
+
+def prepare(job: ConversionJob) -> "tuple[LoadedModel, ModelMetadata, CalibrationSet]":
+    """Steps shared by every format: check the output path, load, re-parameterize, labels, fp32 metadata, images."""
+    if job.int8:
+        if job.format == "onnx":
+            get_recipe(job.int8_recipe)
+        if job.calib is None:
+            raise ConversionError("--int8 needs calibration images: pass --calib DIR (a folder of photos)")
+    check_output_path(job.output, job.overwrite)
+    loaded = reparameterize(load_model(job))
+    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
+    metadata = build_metadata(loaded, labels, name=job.name)
+    return loaded, metadata, validation_set(job, metadata)
+
+
+def convert(job: ConversionJob) -> ConversionResult:
+    """Run the whole pipeline for ``job`` and return what was written and measured.
+
+    Raises:
+        SlideliteError: a one-line reason; nothing was written to ``job.output``.
+    """
+    if job.format == "tflite":
+        return _tflite_route()(job)
+    if job.format != "onnx":
+        raise ConversionError(f"unknown --format '{job.format}'; choose onnx or tflite")
+    return convert_onnx(job)
+
+
+def _tflite_route():
+    try:
+        module = importlib.import_module("slidelite.convert.tflite")
+    except ImportError as exc:
+        raise ConversionError(f"the TFLite route is not available in this install ({exc})") from None
+    return module.convert_tflite
+
+
+def convert_onnx(job: ConversionJob) -> ConversionResult:
+    """The ONNX route: export, simplify, check rank, [int8], embed metadata, verify, stage and rename."""
+    loaded, metadata, images = prepare(job)
+    reference = torch_logits(loaded.module, images.inputs)
+    warnings = [images.skipped_summary()] if images.skipped else []
+    with tempfile.TemporaryDirectory(prefix="slidelite-convert-") as work:
+        fp32 = Path(work) / "fp32.onnx"
+        export_onnx(loaded.module, fp32, loaded.input_shape(1), opset=job.opset, dynamic_batch=job.dynamic_batch)
+        simplify_onnx(fp32)
+        over = max_tensor_rank(fp32)
+        if over:
+            name, rank = next(iter(over.items()))
+            warnings.append(f"{len(over)} tensor(s) above 4-D remain (e.g. {name}: rank {rank})")
+        final_logits = onnx_logits(fp32, images.inputs, job.threads)
+        fp32_parity = compare_logits(reference, final_logits)
+        check_fp32(fp32_parity, str(job.output))
+        final, int8_parity = fp32, None
+        if job.int8:
+            recipe = get_recipe(job.int8_recipe)
+            reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
+            final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
+            final_logits = onnx_logits(final, images.inputs, job.threads)
+            int8_parity = compare_logits(reference, final_logits)
+            forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
+            warnings += [forced] if forced else []
+        metrics = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
+        if int8_parity is not None:
+            metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=job.int8_recipe)
+        precision = "int8" if job.int8 else "fp32"
+        final_meta = build_metadata(loaded, metadata.labels, precision=precision, name=job.name, metrics=metrics)
+        sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if job.int8 else {})}
+        latency = measure_latency({"fp32": fp32, **({"int8": final} if job.int8 else {})}, images.inputs[:1],
+                                  job.threads, job.latency_runs) if job.latency_runs else {}
+        with staged_output(job.output) as staged:
+            embed_metadata(final, final_meta, staged)
+            if not np.allclose(onnx_logits(staged, images.inputs[:1], job.threads), final_logits[:1], rtol=1e-5, atol=1e-6):
+                raise ConversionError(f"{job.output}: the written file does not reproduce the verified graph")
+    result = ConversionResult(output=Path(job.output), metadata=final_meta, fp32_parity=fp32_parity.__dict__,
+                              int8_agreement=int8_parity.__dict__ if int8_parity else None, sizes=sizes,
+                              latency_ms=latency, warnings=warnings)
+    result.report = format_report(result)
+    return result

@@ -1,0 +1,86 @@
+"""Step 4: int8 post-training quantization of an fp32 ONNX file with an explicit, named recipe.
+
+Each :class:`Int8Recipe` fixes every choice that matters for speed and accuracy on a CPU: dynamic vs
+static activations, QDQ vs QOperator format, which op types are quantized (the rest stay float:
+LayerNorm, Softmax, GELU, the Slide depthwise conv), per-channel weights, reduce_range (7-bit weights,
+avoiding int16 overflow in AVX2 u8s8 kernels), activation/weight types and the calibration method.
+``benchmarks/int8_recipes.py`` measures them side by side; ``docs/converter.md`` has the table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from slidelite.errors import UsageError
+
+from .errors import ConversionError
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One int8 quantization recipe (see the module docstring)."""
+
+    name: str
+    summary: str
+    static: bool
+    op_types: Tuple[str, ...]
+    per_channel: bool = True
+    reduce_range: bool = True
+    quant_format: str = "QDQ"
+    activation_type: str = "QUInt8"
+    weight_type: str = "QInt8"
+    calibrate_method: str = "MinMax"
+    extra_options: Dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
+    Int8Recipe("dynamic-matmul", "dynamic int8 MatMul/Gemm weights per channel, reduce_range; everything else fp32",
+               static=False, op_types=("MatMul", "Gemm")),
+    Int8Recipe("static-qdq-all", "static QDQ of every op (onnxruntime default), MinMax calibration",
+               static=True, op_types=(), per_channel=False, reduce_range=False),
+)}
+DEFAULT_RECIPE = "dynamic-matmul"
+
+
+def get_recipe(name: str) -> Int8Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        UsageError: unknown name (the known ones are listed).
+    """
+    if name not in RECIPES:
+        raise UsageError(f"unknown --int8-recipe '{name}'; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def quantize_onnx(fp32_path: Path, int8_path: Path, recipe: Int8Recipe, reader: Optional[Any] = None) -> Path:
+    """Quantize ``fp32_path`` into ``int8_path`` with ``recipe``; static recipes need a calibration ``reader``.
+
+    Raises:
+        ConversionError: a static recipe without calibration data, or onnxruntime's quantizer failed.
+    """
+    from onnxruntime import quantization as q
+
+    op_types = list(recipe.op_types) or None
+    try:
+        if not recipe.static:
+            q.quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=op_types,
+                               per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                               weight_type=getattr(q.QuantType, recipe.weight_type),
+                               extra_options=dict(recipe.extra_options))
+        else:
+            if reader is None:
+                raise ConversionError(f"int8 recipe {recipe.name} needs calibration images: pass --calib DIR")
+            q.quantize_static(str(fp32_path), str(int8_path), reader, op_types_to_quantize=op_types,
+                              per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                              quant_format=getattr(q.QuantFormat, recipe.quant_format),
+                              activation_type=getattr(q.QuantType, recipe.activation_type),
+                              weight_type=getattr(q.QuantType, recipe.weight_type),
+                              calibrate_method=getattr(q.CalibrationMethod, recipe.calibrate_method),
+                              extra_options=dict(recipe.extra_options))
+    except ConversionError:
+        raise
+    except Exception as exc:  # onnxruntime's quantizer raises bare Exceptions
+        raise ConversionError(f"int8 quantization ({recipe.name}) failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return Path(int8_path)

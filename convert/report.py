@@ -1,0 +1,57 @@
+"""Step 7: latency measured side by side (interleaved runs in one process) and the short report table."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .job import ConversionResult
+
+
+def measure_latency(models: Mapping[str, Path], example: np.ndarray, threads: int = 2, runs: int = 20,
+                    warmup: int = 3) -> Dict[str, float]:
+    """Median latency (ms) of each ONNX model on ``example``, timing the models in turn within every round
+    (interleaved), so load changes on a shared machine hit all of them alike."""
+    from .onnx_export import onnx_session
+
+    sessions = {label: onnx_session(path, threads) for label, path in models.items()}
+    feeds = {label: {s.get_inputs()[0].name: example} for label, s in sessions.items()}
+    times: Dict[str, List[float]] = {label: [] for label in sessions}
+    for round_index in range(warmup + runs):
+        for label, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds[label])
+            if round_index >= warmup:
+                times[label].append((time.perf_counter() - start) * 1e3)
+    return {label: float(np.median(values)) for label, values in times.items()}
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB"
+
+
+def format_report(result: "ConversionResult") -> str:
+    """A short plain-text table: sizes, fp32 parity vs torch, int8 agreement, latency fp32 vs int8."""
+    rows = [("output", str(result.output)), ("precision", result.metadata.precision)]
+    rows.append(("size fp32", _mb(result.sizes["fp32"])))
+    if "int8" in result.sizes:
+        rows.append(("size int8", f"{_mb(result.sizes['int8'])} ({result.sizes['int8'] / result.sizes['fp32']:.2f}x fp32)"))
+    p = result.fp32_parity
+    rows.append(("fp32 vs torch", f"cos {p['cosine']:.7f}, max rel err {p['max_rel_err']:.1e}, top-1 "
+                                  f"{p['top1_agreement']:.3f} ({p['images']} images)"))
+    if result.int8_agreement:
+        a = result.int8_agreement
+        rows.append(("int8 vs torch", f"top-1 agreement {a['top1_agreement']:.3f}, cos {a['cosine']:.4f} "
+                                      f"({a['images']} images)"))
+    lat = result.latency_ms
+    if lat:
+        text = ", ".join(f"{label} {ms:.1f} ms" for label, ms in lat.items())
+        if "int8" in lat and "fp32" in lat:
+            text += f" (int8 {lat['fp32'] / lat['int8']:.2f}x faster)"
+        rows.append(("latency (median, interleaved)", text))
+    rows += [("warning", w) for w in result.warnings]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
