@@ -14,7 +14,8 @@ Resolution rules of :func:`resolve_model` (used by :class:`slidelite.Classifier`
 - an existing file path -> that file (verified against the manifest when it is a shipped file);
 - a shipped name -> its file. Several entries may share one name in different formats (the same model as
   ``.tflite`` and ``.onnx``): the first format of :data:`FORMAT_PREFERENCE` that an installed backend can
-  run wins, so ``efficientnet_lite0`` is the ``.tflite`` file when LiteRT is installed, else the ``.onnx``;
+  run wins (with ``backend`` given: the formats that backend runs), so ``efficientnet_lite0`` is the
+  ``.tflite`` file when LiteRT is installed, else the ``.onnx``;
 - a shipped file name (``efficientnet_lite0.onnx``) -> exactly that file.
 
 Shipped files are verified by sha256 before use (once per process and file state); a tampered or
@@ -28,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ModelError
 
@@ -156,13 +157,14 @@ def verify(model: ShippedModel) -> Path:
     return model.path
 
 
-def find_shipped(name: Optional[str], formats: Optional[Sequence[str]] = None,
+def find_shipped(name: Optional[str], backend: str = "auto",
                  directory: "Optional[os.PathLike[str] | str]" = None) -> Optional[ShippedModel]:
     """The shipped model a name (or shipped file name, or None for the default) selects, without verifying it.
 
     Args:
         name: a shipped name, a shipped file name, or None for the default model.
-        formats: the formats that can run here, best first; None asks the installed backends.
+        backend: the backend that will run the model (``auto``: any installed one); it decides which
+            formats can be chosen (see :func:`runnable_formats`).
         directory: the registry folder (see :func:`models_dir`).
 
     Returns:
@@ -175,8 +177,7 @@ def find_shipped(name: Optional[str], formats: Optional[Sequence[str]] = None,
         candidates = [m for m in shipped if m.file == name] or [m for m in shipped if m.name == name]
     if not candidates:
         return None
-    runnable = installed_formats() if formats is None else tuple(formats)
-    for fmt in runnable:
+    for fmt in runnable_formats(backend):
         for model in candidates:
             if model.format == fmt:
                 return model
@@ -190,7 +191,7 @@ def shipped_for_path(path: "os.PathLike[str] | str",
     return next((m for m in list_shipped(directory) if m.path.resolve() == target), None)
 
 
-def resolve_model(name: "Optional[os.PathLike[str] | str]" = None, formats: Optional[Sequence[str]] = None,
+def resolve_model(name: "Optional[os.PathLike[str] | str]" = None, backend: str = "auto",
                   directory: "Optional[os.PathLike[str] | str]" = None, verify_checksum: bool = True) -> Path:
     """Turn ``--model NAME|FILE`` (or None for the default) into a model file path.
 
@@ -198,7 +199,8 @@ def resolve_model(name: "Optional[os.PathLike[str] | str]" = None, formats: Opti
 
     Args:
         name: a model file path, a shipped name or shipped file name, or None for the default model.
-        formats: formats that can run here, best first (None: ask the installed backends).
+        backend: the backend that will run the model (``auto``: any installed one); picks the format
+            when a shipped name exists in several formats.
         directory: the registry folder (see :func:`models_dir`).
         verify_checksum: check the sha256 of shipped files.
 
@@ -211,7 +213,7 @@ def resolve_model(name: "Optional[os.PathLike[str] | str]" = None, formats: Opti
             verify(entry)
         return Path(name)
     text = None if name is None else os.fspath(name)
-    entry = find_shipped(text, formats, directory)
+    entry = find_shipped(text, backend, directory)
     if entry is None:
         raise ModelError(_not_found_message(text, directory))
     return verify(entry) if verify_checksum else entry.path
@@ -229,8 +231,12 @@ def _not_found_message(name: Optional[str], directory: "Optional[os.PathLike[str
     return f"unknown model '{name}': not a file and not a shipped model ({shipped}); see `slidelite models`"
 
 
-def installed_formats() -> Tuple[str, ...]:
-    """The model formats some installed backend can run, in :data:`FORMAT_PREFERENCE` order."""
-    from ..backends import available_backends  # lazy: backends import their engines on demand
+def runnable_formats(backend: str = "auto") -> Tuple[str, ...]:
+    """The model formats, in :data:`FORMAT_PREFERENCE` order, that ``backend`` runs (``auto``: that some
+    installed backend runs). An unknown backend name runs nothing here; creating it reports the error."""
+    from .. import backends  # lazy: availability is probed without importing any engine
 
-    return tuple(fmt for fmt in FORMAT_PREFERENCE if available_backends(fmt))
+    if backend == "auto":
+        return tuple(fmt for fmt in FORMAT_PREFERENCE if backends.available_backends(fmt))
+    spec = backends.BACKENDS.get(backend)
+    return tuple(fmt for fmt in FORMAT_PREFERENCE if spec and fmt in spec.formats)
