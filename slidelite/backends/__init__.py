@@ -1,0 +1,141 @@
+"""Inference backends behind one small interface (:class:`~slidelite.backends.base.Backend`).
+
+The registry maps a backend name to the class implementing it, the model formats it runs, the pip extra
+that installs its engine and the engine's import name. Nothing heavy is imported until
+:func:`create_backend` runs: availability is probed with :func:`importlib.util.find_spec`, so
+``import slidelite`` never loads onnxruntime or LiteRT.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from functools import lru_cache
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
+
+from ..errors import BackendUnavailableError, UsageError
+from .base import Backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model_file import ModelFile
+
+
+class BackendSpec(NamedTuple):
+    """Where a backend lives and what it needs (a tuple: ``(target, formats, extra, engine)``).
+
+    Attributes:
+        target: ``'module:Class'`` of the :class:`Backend` subclass.
+        formats: model formats it runs (``'onnx'``, ``'tflite'``).
+        extra: the slidelite pip extra that installs the engine (None: nothing to install).
+        engine: the engine's top-level import name (None: numpy only).
+    """
+
+    target: str
+    formats: Tuple[str, ...]
+    extra: Optional[str]
+    engine: Optional[str]
+
+
+#: Backend names in ``auto`` preference order (per format, the first available one wins).
+BACKEND_NAMES: Tuple[str, ...] = ("onnxruntime", "litert", "tflite", "numpy")
+BACKENDS: Dict[str, BackendSpec] = {
+    "onnxruntime": BackendSpec("slidelite.backends.onnxruntime_backend:OnnxRuntimeBackend", ("onnx",), "onnx",
+                               "onnxruntime"),
+    "litert": BackendSpec("slidelite.backends.litert_backend:LiteRTBackend", ("tflite",), "litert", "ai_edge_litert"),
+    "tflite": BackendSpec("slidelite.backends.tflite_backend:TFLiteRuntimeBackend", ("tflite",), "tflite",
+                          "tflite_runtime"),
+    "numpy": BackendSpec("slidelite.backends.numpy_backend:NumpyBackend", ("onnx",), None, None),
+}
+FORMATS: Tuple[str, ...] = ("onnx", "tflite")
+
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "available_backends", "backend_names_for",
+           "create_backend", "is_available", "physical_cores", "resolve_threads"]
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def is_available(name: str) -> bool:
+    """True when backend ``name``'s module and its engine package are installed (nothing is imported)."""
+    spec = BACKENDS[name]
+    module = spec.target.split(":")[0]
+    return _module_exists(module) and (spec.engine is None or _module_exists(spec.engine))
+
+
+def backend_names_for(fmt: str) -> List[str]:
+    """Names of the backends that can run ``fmt`` models, in ``auto`` preference order."""
+    return [name for name in BACKEND_NAMES if fmt in BACKENDS[name].formats]
+
+
+def available_backends(fmt: str) -> List[str]:
+    """Names of the installed backends that can run ``fmt`` models, in ``auto`` preference order."""
+    return [name for name in backend_names_for(fmt) if is_available(name)]
+
+
+@lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (SMT siblings counted once); falls back to ``os.cpu_count()``."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list", encoding="ascii") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """Validate a ``threads`` option; None means :func:`physical_cores`.
+
+    Raises:
+        UsageError: ``threads`` is not a positive integer.
+    """
+    if threads is None:
+        return physical_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
+        raise UsageError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def create_backend(model_file: "ModelFile", name: str = "auto", threads: Optional[int] = None) -> Backend:
+    """Load ``model_file`` into backend ``name`` (``'auto'``: the first installed one for its format).
+
+    Raises:
+        UsageError: unknown backend name, a backend that cannot run this format, or threads <= 0.
+        BackendUnavailableError: the engine is not installed; the message names the pip extra.
+        ModelError: the engine cannot load the file.
+    """
+    threads = resolve_threads(threads)
+    chosen = _choose(model_file, name)
+    module_name, class_name = BACKENDS[chosen].target.split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as exc:
+        raise BackendUnavailableError(f"no backend for {model_file.path}: {chosen} failed to import ({exc})") from None
+    return cls(model_file, threads)
+
+
+def _choose(model_file: "ModelFile", name: str) -> str:
+    """The backend name to use for ``model_file``, validated."""
+    fmt = model_file.format
+    if name != "auto" and name not in BACKENDS:
+        raise UsageError(f"unknown backend '{name}': choose one of auto, {', '.join(BACKEND_NAMES)}")
+    candidates = backend_names_for(fmt) if name == "auto" else [name]
+    if fmt not in BACKENDS[candidates[0]].formats:
+        runnable = ", ".join(backend_names_for(fmt))
+        raise UsageError(f"backend '{name}' cannot run {fmt} models ({model_file.path}); use one of: auto, {runnable}")
+    for candidate in candidates:
+        if is_available(candidate):
+            return candidate
+    extra = BACKENDS[candidates[0]].extra
+    hint = f'pip install "slidelite[{extra}]"' if extra else "reinstall slidelite"
+    raise BackendUnavailableError(f"no backend for {model_file.path}: {hint}")

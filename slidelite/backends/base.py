@@ -1,0 +1,67 @@
+"""The interface every inference backend implements.
+
+A backend wraps one engine (onnxruntime, LiteRT, tflite-runtime, the numpy reference) around one model
+file. It is created once per model (``Backend(model_file, threads)``) and then runs the model's first
+input -> first output, batch dimension kept. Shapes use ``None`` for dynamic dimensions; dtypes are numpy
+dtype names (``'float32'``, ``'uint8'``, ``'int8'``).
+"""
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Optional, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - import cycle guard for type hints only
+    from ..model_file import ModelFile
+
+Shape = Tuple[Optional[int], ...]
+
+
+class Backend(abc.ABC):
+    """One loaded model in one inference engine.
+
+    Attributes:
+        name: the registry name (``'onnxruntime'``, ``'litert'``, ``'tflite'``, ``'numpy'``).
+        version: the engine's version string.
+        model_file: the :class:`~slidelite.model_file.ModelFile` that was loaded.
+        threads: the number of intra-op threads requested.
+        input_name: the name of the (first) input tensor.
+        input_shape: its shape, ``None`` for dynamic dimensions.
+        input_dtype: its numpy dtype name.
+        output_shape: the shape of the (first) output tensor, ``None`` for dynamic dimensions.
+        thread_safe: True when :meth:`run` may be called from several threads at once.
+    """
+
+    name: str = ""
+    version: str = ""
+    thread_safe: bool = False
+
+    def __init__(self, model_file: "ModelFile", threads: int) -> None:
+        self.model_file = model_file
+        self.threads = threads
+        self.input_name: str = ""
+        self.input_shape: Shape = ()
+        self.input_dtype: str = "float32"
+        self.output_shape: Shape = ()
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when the input's batch dimension is dynamic (a batch of any size can be run at once)."""
+        return bool(self.input_shape) and self.input_shape[0] is None
+
+    @abc.abstractmethod
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the model on ``tensor`` (batch first) and return the raw first output, batch kept."""
+
+    def close(self) -> None:
+        """Release the engine's resources; the backend cannot run afterwards."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.model_file.path)!r}, threads={self.threads})"
