@@ -48,7 +48,7 @@ BACKENDS: Dict[str, BackendSpec] = {
 }
 FORMATS: Tuple[str, ...] = ("onnx", "tflite")
 
-__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "available_backends", "backend_names_for",
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "available_backends", "backend_names_for", "check_backend_name",
            "create_backend", "is_available", "physical_cores", "resolve_threads"]
 
 
@@ -124,11 +124,16 @@ def create_backend(model_file: "ModelFile", name: str = "auto", threads: Optiona
     return cls(model_file, threads)
 
 
+def check_backend_name(name: str) -> None:
+    """Raise :class:`UsageError` unless ``name`` is ``'auto'`` or a registered backend name."""
+    if name != "auto" and name not in BACKENDS:
+        raise UsageError(f"unknown backend '{name}': choose one of auto, {', '.join(BACKEND_NAMES)}")
+
+
 def _choose(model_file: "ModelFile", name: str) -> str:
     """The backend name to use for ``model_file``, validated."""
     fmt = model_file.format
-    if name != "auto" and name not in BACKENDS:
-        raise UsageError(f"unknown backend '{name}': choose one of auto, {', '.join(BACKEND_NAMES)}")
+    check_backend_name(name)
     candidates = backend_names_for(fmt) if name == "auto" else [name]
     if fmt not in BACKENDS[candidates[0]].formats:
         runnable = ", ".join(backend_names_for(fmt))
