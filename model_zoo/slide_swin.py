@@ -28,7 +28,8 @@ from .slide_attention import SlideAttention
 @lru_cache(maxsize=64)
 def relative_position_index(wh: int, ww: int, table_size: int) -> torch.Tensor:
     """Index (wh*ww, wh*ww) into a (2*table_size-1)^2 relative-position table for a wh x ww window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+    coords = torch.stack(torch.meshgrid(torch.arange(wh, device="cpu"), torch.arange(ww, device="cpu"),
+                                        indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (table_size - 1)
     return rel[..., 0] * (2 * table_size - 1) + rel[..., 1]
 
@@ -245,7 +246,7 @@ class SlideSwinTransformer(nn.Module):
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None)
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
         resolution = img_size // patch_size
         self.layers = nn.ModuleList()
         stage_res = resolution
