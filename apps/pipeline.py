@@ -1,0 +1,323 @@
+"""LIVE_STREAM pipeline: a capture thread and an inference thread joined by a one-frame mailbox.
+
+The capture thread reads frames as fast as the source delivers them and puts each into the mailbox,
+replacing a frame the inference thread has not taken yet (that one is *dropped* and counted). The
+inference thread always classifies the newest frame, so latency stays one frame time plus one
+inference, however slow the model is. Every frame delivered is either classified, failed or dropped::
+
+    delivered == classified + errors_classify + dropped
+
+A source that stops delivering frames is closed and reopened with exponential back-off; a file or
+folder that reaches its end stops the stream (or starts over with ``loop``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import numpy as np
+
+from slidelite.results import ClassificationResult
+
+from .sources import FrameError, Source, SourceError
+
+log = logging.getLogger("slidelite.camera")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame: its position in the stream, when it was captured, and its RGB pixels."""
+
+    index: int
+    timestamp: float  # time.time() at capture (for output)
+    captured: float   # time.monotonic() at capture (for the frame's age)
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the inference thread hands to the outputs for each classified frame."""
+
+    frame: Frame
+    result: ClassificationResult
+    latency_ms: float  # wall time of Classifier.classify()
+    age_ms: float      # from capture to result
+    fps: float         # recent classification rate
+    dropped: int       # frames dropped so far
+
+
+class LatestFrameMailbox:
+    """A one-slot mailbox: ``put`` replaces the frame waiting there (counted as dropped), ``take`` waits."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._frame: Optional[Frame] = None
+        self._closed = False
+        self.delivered = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        """Offer the newest frame; a frame still waiting, or any frame after :meth:`close`, is dropped."""
+        with self._ready:
+            self.delivered += 1
+            if self._closed or self._frame is not None:
+                self.dropped += 1
+            if not self._closed:
+                self._frame = frame
+                self._ready.notify()
+
+    def take(self) -> Optional[Frame]:
+        """Wait for a frame; None once the mailbox is closed and empty."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._frame is not None or self._closed)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self, discard: bool = False) -> None:
+        """No more frames; ``discard`` drops the waiting frame instead of letting it be taken."""
+        with self._ready:
+            self._closed = True
+            if discard and self._frame is not None:
+                self._frame = None
+                self.dropped += 1
+            self._ready.notify_all()
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off between reopen attempts: initial, initial*factor, ... capped at maximum."""
+
+    initial_s: float = 0.5
+    maximum_s: float = 10.0
+    factor: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        """The waits before attempt 1, 2, 3, ... (endless)."""
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.maximum_s)
+
+
+class FpsMeter:
+    """Events per second, smoothed over the last few events (exponential moving average)."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self.fps = 0.0
+        self._last: Optional[float] = None
+
+    def tick(self, now: float) -> float:
+        """Record an event at ``now`` (monotonic seconds) and return the current rate."""
+        if self._last is not None and now > self._last:
+            rate = 1.0 / (now - self._last)
+            self.fps = rate if self.fps == 0.0 else self.smoothing * self.fps + (1 - self.smoothing) * rate
+        self._last = now
+        return self.fps
+
+
+@dataclass
+class StreamStats:
+    """Counters of one run (read them after :meth:`LiveStream.join`)."""
+
+    delivered: int = 0
+    classified: int = 0
+    dropped: int = 0
+    errors_read: int = 0       # frames the source could not read
+    errors_classify: int = 0   # frames the classifier failed on
+    reopens: int = 0           # successful reopens after a source failure
+    reopen_failures: int = 0   # reopen attempts that failed
+    elapsed_s: float = 0.0
+    latency_ms_total: float = 0.0
+    inference_ms_total: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        """All per-frame errors."""
+        return self.errors_read + self.errors_classify
+
+    def summary(self) -> Dict[str, Any]:
+        """The numbers printed at exit (JSON-ready)."""
+        done = max(self.classified, 1)
+        return {
+            "delivered": self.delivered, "classified": self.classified, "dropped": self.dropped,
+            "errors": self.errors, "reopens": self.reopens, "elapsed_s": round(self.elapsed_s, 3),
+            "fps": round(self.classified / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
+            "mean_latency_ms": round(self.latency_ms_total / done, 2),
+            "mean_inference_ms": round(self.inference_ms_total / done, 2),
+        }
+
+
+@dataclass
+class StreamSettings:
+    """How a :class:`LiveStream` runs.
+
+    Attributes:
+        max_frames: stop after classifying this many frames (None: until the source ends or stop()).
+        loop: start a file or folder over at its end instead of stopping.
+        pace_fps: deliver file/folder frames at this rate, like a camera (None or 0: as fast as they decode).
+        backoff: waits between reopen attempts.
+        max_reopen_attempts: give up after this many failed attempts in a row (None: never).
+    """
+
+    max_frames: Optional[int] = None
+    loop: bool = False
+    pace_fps: Optional[float] = None
+    backoff: Backoff = field(default_factory=Backoff)
+    max_reopen_attempts: Optional[int] = None
+
+
+class LiveStream:
+    """Classify the newest frame of ``source`` with ``classifier`` until the source ends or :meth:`stop`.
+
+    ``on_result`` is called from the inference thread with a :class:`FrameResult` for each classified
+    frame. The source must be open already (so a bad source fails before any thread starts); the
+    stream closes it.
+    """
+
+    def __init__(self, source: Source, classifier: Any, on_result: Callable[[FrameResult], None],
+                 settings: Optional[StreamSettings] = None) -> None:
+        self.source = source
+        self.classifier = classifier
+        self.on_result = on_result
+        self.settings = settings or StreamSettings()
+        self.stats = StreamStats()
+        self.failure: Optional[BaseException] = None  # why the stream stopped early, if it did
+        self._mailbox = LatestFrameMailbox()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._capture_loop, name="slidelite-capture", daemon=True),
+                         threading.Thread(target=self._inference_loop, name="slidelite-inference", daemon=True)]
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Start the capture and inference threads."""
+        self._started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Ask both threads to finish (safe from a signal handler); the waiting frame is dropped."""
+        self._stop.set()
+        self._mailbox.close(discard=True)
+
+    def running(self) -> bool:
+        """Whether a thread is still working."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the stream to finish; True once it has."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.running()
+
+    def join(self) -> StreamStats:
+        """Stop, wait for both threads, and return the final counters."""
+        self.stop()
+        for thread in self._threads:
+            thread.join()
+        self.stats.elapsed_s = time.monotonic() - self._started
+        self.stats.delivered = self._mailbox.delivered
+        self.stats.dropped = self._mailbox.dropped
+        return self.stats
+
+    # -- capture thread ---------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        try:
+            self._capture_frames()
+        except BaseException as exc:  # an unexpected bug: stop the stream and report it, do not hang
+            self.failure = exc
+            self._stop.set()
+        finally:
+            self.source.close()
+            self._mailbox.close()  # after EOF the inference thread still classifies the last frame
+
+    def _capture_frames(self) -> None:
+        interval = 1.0 / self.settings.pace_fps if self.settings.pace_fps and not self.source.live else 0.0
+        due = time.monotonic()
+        delays: Optional[Iterator[float]] = None  # the back-off sequence of the current outage
+        index = 0
+        while not self._stop.is_set():
+            try:
+                image = self.source.read()
+            except FrameError as exc:
+                self.stats.errors_read += 1
+                log.warning("frame %d skipped: %s", index, exc)
+                continue
+            except SourceError as exc:
+                log.warning("%s; reopening", exc)
+                delays = delays or self.settings.backoff.delays()
+                if not self._reopen(delays):
+                    return
+                continue
+            delays = None
+            if image is None:  # end of a file or folder
+                if not self.settings.loop:
+                    return
+                self.source.rewind()
+                continue
+            if interval:
+                due = max(due + interval, time.monotonic())  # never bursts to catch up after a slow read
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    return
+            self._mailbox.put(Frame(index, time.time(), time.monotonic(), image))
+            index += 1
+
+    def _reopen(self, delays: Iterator[float]) -> bool:
+        """Close the source and reopen it, waiting longer after each failed attempt. False: gave up/stopped."""
+        self.source.close()
+        attempts = 0
+        for delay in delays:
+            limit = self.settings.max_reopen_attempts
+            if limit is not None and attempts >= limit:
+                self.failure = SourceError(f"{self.source.name}: gave up after {attempts} failed reopen attempts")
+                return False
+            if self._stop.wait(delay):
+                return False
+            attempts += 1
+            try:
+                self.source.open()
+            except SourceError as exc:
+                self.stats.reopen_failures += 1
+                log.warning("reopen attempt %d failed: %s", attempts, exc)
+                continue
+            self.stats.reopens += 1
+            log.warning("%s reopened after %d attempt(s)", self.source.name, attempts)
+            return True
+        return False
+
+    # -- inference thread -------------------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        meter = FpsMeter()
+        try:
+            while True:
+                frame = self._mailbox.take()
+                if frame is None:
+                    return
+                self._classify(frame, meter)
+                if self.settings.max_frames and self.stats.classified >= self.settings.max_frames:
+                    self.stop()
+                    return
+        except BaseException as exc:  # an output failed (e.g. disk full while recording): stop cleanly
+            self.failure = exc
+            self.stop()
+
+    def _classify(self, frame: Frame, meter: FpsMeter) -> None:
+        """Classify one frame; a failure is counted and logged, never raised."""
+        start = time.monotonic()
+        try:
+            result = self.classifier.classify(frame.image)
+        except Exception as exc:  # one bad frame must not end a camera that runs for months
+            self.stats.errors_classify += 1
+            log.warning("frame %d not classified: %s", frame.index, exc)
+            return
+        now = time.monotonic()
+        latency_ms = (now - start) * 1000.0
+        self.stats.classified += 1
+        self.stats.latency_ms_total += latency_ms
+        self.stats.inference_ms_total += result.timings.inference_ms
+        self.on_result(FrameResult(frame, result, latency_ms, (now - frame.captured) * 1000.0, meter.tick(now),
+                                   self._mailbox.dropped))
