@@ -389,3 +389,52 @@ def run_on_device(model_path: Path, settings: AdbSettings, adb: Optional[Adb] = 
     where = f"{model_path.name} on {settings.serial or facts.get('model') or 'the device'}"
     result = parse_benchmark_output(output, source=where)
     return {"device": facts, "result": result, "commands": adb.commands, "output": output}
+
+
+def adb_report(model_file: Any, outcome: Dict[str, Any], settings: AdbSettings) -> Dict[str, Any]:
+    """The ``slidelite bench`` JSON report of a :func:`run_on_device` outcome.
+
+    Percentiles that ``benchmark_model`` does not print (p90, p99; p50 before 2024 builds) are None,
+    never estimated. Times are in ms; the raw tool output is kept under ``benchmark_model_output``.
+    """
+    from .bench import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, device_facts, model_facts
+    from . import __version__
+
+    result: BenchmarkModelResult = outcome["result"]
+    timed = result.inference
+    latency = {"count": timed.count, "min": timed.min, "mean": timed.mean, "std": timed.std, "p50": timed.median,
+               "p90": None, "p99": None, "max": timed.max, "p5": timed.p5, "p95": timed.p95}
+    target = {
+        "label": Path(model_file.path).name,
+        "model": model_facts(model_file),
+        "backend": {"name": f"benchmark_model ({result.tool})", "version": result.tflite_version,
+                    "threads_requested": settings.threads, "threads": result.threads or settings.threads,
+                    "delegates": result.delegates, "delegated_nodes": result.delegated_nodes,
+                    "affinity": settings.affinity},
+        "init_ms": result.init_ms,
+        "first_inference_ms": result.first_inference_ms,
+        "warmup": {"count": result.warmup.count if result.warmup else None, "mean_ms": result.warmup_mean_ms},
+        "latency_ms": latency,
+        "throughput_per_s": 1000.0 / timed.mean if timed.mean else None,
+        "memory_mb": {"init_footprint": result.init_footprint_mb, "overall_footprint": result.overall_footprint_mb,
+                      "peak": result.peak_memory_mb},
+        "samples_ms": [],
+    }
+    return {
+        "schema": REPORT_SCHEMA,
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "tool": f"slidelite bench {__version__} --adb",
+        "mode": "inference",
+        "includes_preprocessing": False,
+        "settings": {"warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
+                     "threads": settings.threads, "with_preprocess": False, "image": None,
+                     "use_xnnpack": settings.use_xnnpack, "extra_args": list(settings.extra_args)},
+        "interleaved": False,
+        "schedule": [],
+        "targets": [target],
+        "peak_rss_mb": result.peak_memory_mb,
+        "device": {"runner": "adb", **outcome["device"]},
+        "host": device_facts(),
+        "adb_commands": outcome["commands"],
+        "benchmark_model_output": outcome["output"],
+    }
