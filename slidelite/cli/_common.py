@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import click
 
@@ -63,6 +63,26 @@ def error_boundary(command: F) -> F:
         sys.exit(code or EXIT_OK)
 
     return run  # type: ignore[return-value]
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one ``error:`` line (exit code 2) instead of click's usage block."""
+
+    def show(self, file: Any = None) -> None:
+        """Print ``error: <problem>; see `<command> --help``` on stderr."""
+        hint = f"; see `{self.ctx.command_path} --help`" if self.ctx is not None else ""
+        print_error(f"{self.format_message().rstrip('.')}{hint}")
+
+
+class Command(click.Command):
+    """A click command whose option and argument errors are one line (see :class:`OneLineUsageError`)."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        """Parse as click does; turn a usage error into a :class:`OneLineUsageError`."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx or ctx) from None
 
 
 def model_option(command: F) -> F:

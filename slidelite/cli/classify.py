@@ -13,9 +13,10 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import click
 
+from ..errors import ImageError, UsageError
 from ..options import ClassifierOptions
 from ..results import ClassificationResult
-from ._common import (EXIT_INPUT_FAILED, EXIT_OK, backend_option, echo_json, error_boundary, model_option,
+from ._common import (Command, EXIT_INPUT_FAILED, EXIT_OK, backend_option, echo_json, error_boundary, model_option,
                       print_error, threads_option)
 from ._inputs import InputProblem, iter_inputs
 
@@ -60,7 +61,7 @@ class CsvWriter:
         sys.stdout.flush()
 
 
-@click.command("classify")
+@click.command("classify", cls=Command)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @model_option
 @click.option("--top-k", "-k", type=click.IntRange(min=0), default=5, show_default=True,
@@ -85,7 +86,7 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
       slidelite classify --model my_model.onnx --top-k 3 --deny "tabby, tabby cat" cat.jpg
     """
     if as_json and as_csv:
-        raise click.UsageError("--json and --csv cannot be used together")
+        raise UsageError("--json and --csv cannot be used together: choose one output format")
     from ..classifier import Classifier  # lazy: `slidelite --help` must not load the runtime
 
     options = ClassifierOptions(model=model, backend=backend, threads=threads, max_results=top_k,
@@ -103,8 +104,6 @@ def classify_all(classifier, inputs: Iterable, writer) -> int:
     Returns:
         The number of inputs that failed.
     """
-    from ..errors import ImageError
-
     failed = 0
     for item in inputs:
         if isinstance(item, InputProblem):

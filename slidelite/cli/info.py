@@ -19,12 +19,12 @@ from .. import backends, models
 from ..errors import BackendUnavailableError, MetadataError, ModelError
 from ..metadata import ModelMetadata
 from ..model_file import ModelFile, check_signature, open_model_file
-from ._common import backend_option, echo_json, error_boundary, human_size, json_option, print_warning
+from ._common import Command, backend_option, echo_json, error_boundary, human_size, json_option, print_warning
 
 LABELS_SHOWN = 5
 
 
-@click.command("info")
+@click.command("info", cls=Command)
 @click.argument("model", metavar="MODEL")
 @backend_option
 @json_option

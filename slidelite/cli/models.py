@@ -8,10 +8,10 @@ from __future__ import annotations
 import click
 
 from .. import models as registry
-from ._common import echo_json, error_boundary, format_accuracy, human_size, json_option
+from ._common import Command, echo_json, error_boundary, format_accuracy, human_size, json_option
 
 
-@click.command("models")
+@click.command("models", cls=Command)
 @json_option
 @error_boundary
 def command(as_json: bool) -> None:
