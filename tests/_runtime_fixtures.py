@@ -183,3 +183,44 @@ def reference_preprocess(image: "Any", size: int = 32, crop_pct: float = 0.875, 
     left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     pixels = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float64)
     return (pixels / 255.0 - np.asarray(mean)) / np.asarray(std)
+
+
+def make_tflite_like(path: "str | Path", weight_bytes: int = 4096, metadata: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a minimal TFLite flatbuffer (identifier ``TFL3``; a Model table, version 3, whose ``buffers``
+    vector holds the mandatory empty buffer and one ``weight_bytes`` weight buffer). With ``metadata``, the
+    slidelite document is appended as a ZIP archive, as the TFLite Metadata populator stores associated
+    files. It has no subgraphs, so no interpreter can run it: it exercises format detection, the truncation
+    check and metadata extraction only."""
+    import struct
+    import zipfile
+
+    out = bytearray(8)
+
+    def put(fmt: str, *values: Any) -> int:
+        at = len(out)
+        out.extend(struct.pack(fmt, *values))
+        return at
+
+    model_vtable = put("<7H", 14, 12, 4, 0, 0, 0, 8)  # fields 0 (version) and 4 (buffers)
+    put("<H", 0)  # align the table to 4 bytes
+    model = put("<i", len(out) - model_vtable)
+    put("<I", 3)
+    buffers_field = put("<I", 0)
+    vector = put("<3I", 2, 0, 0)  # two uoffsets, patched below (flatbuffer offsets point forward)
+    empty_vtable = put("<2H", 4, 4)
+    empty = put("<i", len(out) - empty_vtable)
+    weight_vtable = put("<4H", 6, 8, 4, 0)  # field 0 (data)
+    weight = put("<i", len(out) - weight_vtable)
+    data_field = put("<I", 0)
+    data = put("<I", weight_bytes)
+    out.extend(np.random.default_rng(0).integers(0, 256, weight_bytes, dtype=np.uint8).tobytes())
+    struct.pack_into("<2I", out, vector + 4, empty - (vector + 4), weight - (vector + 8))
+    struct.pack_into("<I", out, buffers_field, vector - buffers_field)
+    struct.pack_into("<I", out, data_field, data - data_field)
+    struct.pack_into("<I4s", out, 0, model, b"TFL3")
+    path = Path(path)
+    path.write_bytes(bytes(out))
+    if metadata is not None:
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("slidelite_metadata.json", json.dumps(metadata))
+    return path
