@@ -1,0 +1,150 @@
+"""slidelite.preprocess against an independent implementation of timm's eval transform, on real photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from slidelite.errors import ImageError
+from slidelite.metadata import metadata_from_dict
+from slidelite.preprocess import prepare_input, preprocess, resized_size
+from tests._runtime_fixtures import fixture_metadata, reference_preprocess
+
+PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
+          "rocket": data.rocket(), "motorcycle": data.stereo_motorcycle()[0]}
+RAW_PIXELS = dict(mean=[0.0], std=[1 / 255])  # x = pixel: makes crops and resizes readable in the tensor
+
+
+def meta(**variant):
+    doc = fixture_metadata(**{k: v for k, v in variant.items() if k not in ("mean", "std", "height", "width")})
+    for key in ("mean", "std"):
+        if key in variant:
+            doc["preprocess"][key] = variant[key]
+    for key in ("height", "width"):
+        if key in variant:
+            doc["input"][key] = variant[key]
+    return metadata_from_dict(doc)
+
+
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+@pytest.mark.parametrize("size,crop_pct", [(32, 0.875), (224, 0.875), (224, 1.0), (96, 0.9)])
+def test_matches_an_independent_timm_style_reference(name, size, crop_pct):
+    image = Image.fromarray(PHOTOS[name])
+    got = preprocess(image, meta(size=size, crop_pct=crop_pct))
+    assert got.shape == (1, 3, size, size) and got.dtype == np.float32 and got.flags.c_contiguous
+    expected = reference_preprocess(image, size=size, crop_pct=crop_pct).transpose(2, 0, 1)
+    np.testing.assert_allclose(got[0], expected, atol=2e-5, rtol=0)
+
+
+def test_nhwc_is_nchw_transposed():
+    image = Image.fromarray(PHOTOS["coffee"])
+    nchw = preprocess(image, meta())
+    nhwc = preprocess(image, meta(layout="NHWC"))
+    assert nhwc.shape == (1, 32, 32, 3)
+    assert np.array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("size,expected", [
+    ((451, 300), (384, 256)),   # torchvision Resize(int): longer side int(256 * 451 / 300) = int(384.85)
+    ((300, 451), (256, 384)),
+    ((512, 512), (256, 256)),
+    ((20, 10), (512, 256)),     # small images are upscaled
+    ((256, 1000), (256, 1000)),  # already the right shorter side
+])
+def test_shorter_side_resize_sizes(size, expected):
+    assert resized_size(*size, meta(size=224)) == expected
+
+
+def test_squash_resizes_both_sides():
+    assert resized_size(451, 300, meta(size=224, resize_mode="squash")) == (256, 256)
+
+
+def test_non_square_target_uses_timm_resize_keep_ratio():
+    # scale (224, 160) for crop_pct 1; ratio = min(300 / 224, 451 / 160); both sides rounded
+    md = meta(height=224, width=160, crop_pct=1.0)
+    ratio = min(300 / 224, 451 / 160)
+    assert resized_size(451, 300, md) == (round(451 / ratio), round(300 / ratio)) == (337, 224)
+    assert preprocess(Image.fromarray(PHOTOS["chelsea"]), md).shape == (1, 3, 224, 160)
+
+
+def test_centre_crop_offsets_round_half_to_even_like_torchvision():
+    # Ramps with 256 on the shorter side (= floor(224 / 0.875): no resize); the value is the column (row)
+    # index, so the tensor shows the crop offset: round(38.5) = 38 and round(16.5) = 16, where rounding
+    # half up would give 39 and 17.
+    ramp = np.tile(np.arange(301) % 256, (256, 1)).astype(np.uint8)
+    md = meta(color_mode="L", size=224, crop_pct=0.875, **RAW_PIXELS)
+    out = preprocess(Image.fromarray(ramp), md)
+    assert out.shape == (1, 1, 224, 224)
+    np.testing.assert_allclose(out[0, 0, 0], np.arange(38, 38 + 224) % 256, atol=1e-4)
+    tall = np.tile((np.arange(257) % 256)[:, None], (1, 256)).astype(np.uint8)
+    np.testing.assert_allclose(preprocess(Image.fromarray(tall), md)[0, 0, :, 0], np.arange(16, 16 + 224) % 256,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"])
+def test_interpolation_is_the_metadata_one(interpolation):
+    image = Image.fromarray(PHOTOS["rocket"])
+    md = meta(size=64, interpolation=interpolation, resize_mode="squash", crop_pct=1.0, **RAW_PIXELS)
+    filters = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+               "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+               "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+    expected = np.asarray(image.resize((64, 64), filters[interpolation]), dtype=np.float32).transpose(2, 0, 1)
+    np.testing.assert_allclose(preprocess(image, md)[0], expected, atol=1e-4)
+
+
+def test_grayscale_model_gets_luma():
+    photo = PHOTOS["astronaut"]
+    md = meta(color_mode="L", size=64, resize_mode="squash", crop_pct=1.0, **RAW_PIXELS)
+    got = preprocess(Image.fromarray(photo), md)
+    assert got.shape == (1, 1, 64, 64)
+    luma = Image.fromarray(photo).convert("L").resize((64, 64), Image.Resampling.BICUBIC)
+    np.testing.assert_allclose(got[0, 0], np.asarray(luma, dtype=np.float32), atol=1e-4)
+
+
+def test_raw_pixel_uint8_model_receives_the_pixels_exactly():
+    photo = PHOTOS["coffee"]
+    doc = fixture_metadata(dtype="uint8", size=64, resize_mode="squash", crop_pct=1.0)
+    doc["preprocess"].update(mean=[0.0, 0.0, 0.0], std=[1 / 255] * 3)
+    doc["input"]["quantization"] = {"scale": 1.0, "zero_point": 0}
+    got = preprocess(Image.fromarray(photo), metadata_from_dict(doc))
+    expected = np.asarray(Image.fromarray(photo).resize((64, 64), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+    assert got.dtype == np.uint8
+    assert np.array_equal(got[0], expected)
+
+
+@pytest.mark.parametrize("dtype,low,high", [("uint8", 0, 255), ("int8", -128, 127)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_quantized_inputs(dtype, low, high, layout):
+    image = Image.fromarray(PHOTOS["chelsea"])
+    md = meta(dtype=dtype, layout=layout)
+    got = preprocess(image, md)
+    assert got.dtype == np.dtype(dtype)
+    real = reference_preprocess(image)
+    if layout == "NCHW":
+        real = real.transpose(2, 0, 1)
+    q = md.input.quantization
+    expected = np.clip(np.rint(real / q.scale) + q.zero_point, low, high)
+    diff = np.abs(got[0].astype(np.int64) - expected)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999  # off-by-one only on exact .5 ties in float32
+
+
+def test_quantized_input_is_clipped():
+    md = meta(dtype="int8", input_quant=(0.001, 0))  # range [-0.128, 0.127]: nearly everything saturates
+    got = preprocess(Image.fromarray(PHOTOS["rocket"]), md)
+    assert got.min() == -128 and got.max() == 127
+
+
+def test_prepare_input_decodes_then_preprocesses(tmp_path):
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(PHOTOS["chelsea"]).save(path)
+    assert np.array_equal(prepare_input(path, meta()), preprocess(Image.fromarray(PHOTOS["chelsea"]), meta()))
+    assert np.array_equal(prepare_input(PHOTOS["chelsea"], meta()), prepare_input(str(path), meta()))
+    with pytest.raises(ImageError, match="too large"):
+        prepare_input(path, meta(), max_pixels=100)
+
+
+def test_rgba_and_palette_inputs_become_rgb_tensors():
+    rgba = Image.fromarray(np.dstack([PHOTOS["coffee"], np.full(PHOTOS["coffee"].shape[:2], 255, np.uint8)]))
+    assert np.array_equal(preprocess(rgba, meta()), preprocess(Image.fromarray(PHOTOS["coffee"]), meta()))
+    assert preprocess(Image.fromarray(PHOTOS["coffee"]).quantize(32), meta()).shape == (1, 3, 32, 32)
