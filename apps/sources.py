@@ -43,6 +43,9 @@ class OpenCVMissingError(SlideliteError):
 
 def require_cv2(feature: str) -> Any:
     """Import OpenCV for ``feature``, or raise :class:`OpenCVMissingError` with the install command."""
+    # Our own one-line messages say what went wrong; keep OpenCV's and FFmpeg's log lines off stderr.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     try:
         import cv2
     except ImportError:
