@@ -21,7 +21,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "slidelite" / "samples" / "chelsea.jpg"
-NOBODY = 65534
+# root keeps its uid but loses the capabilities that override file permissions
+UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 
 
 @dataclass
@@ -51,28 +52,13 @@ def run_subprocess(args: Sequence[str], cwd: Optional[Path] = None, unprivileged
     """Run ``python -m slidelite ARGS`` in a real process.
 
     Args:
-        unprivileged: when running as root, drop to user ``nobody`` so file permissions apply.
+        unprivileged: when running as root, drop the capabilities that bypass file permissions
+            (``setpriv``), so that a mode-000 file really cannot be read.
     """
-    preexec = _drop_root if unprivileged and os.geteuid() == 0 else None
-    run = subprocess.run([sys.executable, "-m", "slidelite", *map(str, args)], capture_output=True, text=True,
-                         cwd=cwd or ROOT, preexec_fn=preexec, env={**os.environ, **(env or {})})
+    prefix = UNPRIVILEGED if unprivileged and os.geteuid() == 0 else []
+    run = subprocess.run([*prefix, sys.executable, "-m", "slidelite", *map(str, args)], capture_output=True,
+                         text=True, cwd=cwd or ROOT, env={**os.environ, **(env or {})})
     return CliRun(run.returncode, run.stdout, run.stderr)
-
-
-def _drop_root() -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-
-
-def world_readable_dir(path: Path) -> Path:
-    """Create ``path`` (and open its parents) so that user ``nobody`` can read it."""
-    path.mkdir(parents=True, exist_ok=True)
-    for folder in [path, *path.parents]:
-        if str(folder) in ("/", "/tmp"):
-            break
-        folder.chmod(folder.stat().st_mode | 0o755)
-    return path
 
 
 def skimage_photo(name: str) -> np.ndarray:
