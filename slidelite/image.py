@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from typing import IO, Any, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._paths import PERMISSION_DENIED, file_problem
 from .errors import ImageError
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
@@ -84,35 +84,19 @@ def load_image(source: ImageSource, max_pixels: Optional[int] = None) -> Image.I
             raise ImageError(f"{name}: zero-byte image data")
         return _decode(io.BytesIO(bytes(source)), name, max_pixels)
     if isinstance(source, (str, os.PathLike)):
-        _check_path(name)
+        problem, _ = file_problem(name)
+        if problem:
+            raise ImageError(f"{name}: {problem}")
         try:
             with open(name, "rb") as handle:
                 return _decode(handle, name, max_pixels)
         except PermissionError:
-            raise ImageError(f"{name}: permission denied (check the file's permissions)") from None
+            raise ImageError(f"{name}: {PERMISSION_DENIED}") from None
         except OSError as exc:
             raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
     if hasattr(source, "read"):
         return _decode(source, name, max_pixels)
     raise ImageError(f"{name}: unsupported image source of type {type(source).__name__}")
-
-
-def _check_path(name: str) -> None:
-    """Refuse paths that cannot hold an image, with a specific reason (never blocks on a FIFO)."""
-    try:
-        info = os.stat(name)
-    except FileNotFoundError:
-        raise ImageError(f"{name}: missing file (no such file or directory)") from None
-    except PermissionError:
-        raise ImageError(f"{name}: permission denied (check the file's permissions)") from None
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{name}: is a directory, not an image file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"{name}: not a regular file")
-    if info.st_size == 0:
-        raise ImageError(f"{name}: zero-byte file")
 
 
 def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Image:

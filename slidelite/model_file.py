@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import struct
 import zipfile
 import zlib
@@ -23,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple, Union
 
+from ._paths import PERMISSION_DENIED, file_problem
 from .backends._onnx_reader import ProtobufError, model_metadata_props
 from .errors import MetadataError, ModelError
 from .metadata import MAX_DOCUMENT_BYTES, ONNX_METADATA_KEY, TFLITE_METADATA_FILE, ModelMetadata, parse_metadata
@@ -78,12 +78,14 @@ def open_model_file(path: Union[str, "os.PathLike[str]"]) -> ModelFile:
     """
     path = Path(path)
     name = str(path)
-    size = _regular_file_size(path)
+    problem, size = file_problem(path)
+    if problem:
+        raise ModelError(f"{name}: {problem}: pass an .onnx or .tflite model file")
     try:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             fmt, document = _inspect(data, name)
     except PermissionError:
-        raise ModelError(f"{name}: permission denied (check the file's permissions)") from None
+        raise ModelError(f"{name}: {PERMISSION_DENIED}") from None
     except OSError as exc:
         raise ModelError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
     if fmt == "tflite":
@@ -128,23 +130,6 @@ def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> N
 
 def _shape_text(shape: Tuple[Optional[int], ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _regular_file_size(path: Path) -> int:
-    name = str(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ModelError(f"{name}: model file not found") from None
-    except OSError as exc:
-        raise ModelError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ModelError(f"{name}: is a directory, not a model file: pass an .onnx or .tflite file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelError(f"{name}: not a regular file: pass an .onnx or .tflite file")
-    if info.st_size == 0:
-        raise ModelError(f"{name}: empty (zero-byte) model file")
-    return info.st_size
 
 
 def _inspect(data: mmap.mmap, name: str) -> Tuple[str, Optional[str]]:

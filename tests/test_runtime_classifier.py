@@ -248,7 +248,7 @@ def bad_metadata(change):
      MetadataError, "metadata has 3 labels but the model output has 10 classes"),
     (lambda p: make_fixture_onnx(p, metadata=bad_metadata(lambda d: d.update(schema_version=7))),
      MetadataError, "schema version 7 is not supported"),
-    (lambda p: None, ModelError, "model file not found"),
+    (lambda p: None, ModelError, "not found"),
 ])
 def test_bad_models(tmp_path, build, error, words):
     path = tmp_path / "model.onnx"

@@ -176,22 +176,24 @@ EXPECTED_ORIENTATION = {
 }
 
 
+def save_oriented(path: Path, photo: np.ndarray, orientation: int, **options) -> Path:
+    """Write ``photo`` with the EXIF Orientation tag set to ``orientation``."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(photo).save(path, exif=exif, **options)
+    return path
+
+
 @pytest.mark.parametrize("orientation", sorted(EXPECTED_ORIENTATION))
 def test_exif_orientation_is_applied(tmp_path, orientation):
     photo = PHOTOS["chelsea"]
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    path = tmp_path / "oriented.png"
-    Image.fromarray(photo).save(path, exif=exif)
+    path = save_oriented(tmp_path / "oriented.png", photo, orientation)
     assert np.array_equal(np.asarray(load_image(path)), EXPECTED_ORIENTATION[orientation](photo))
 
 
 def test_exif_rotated_jpeg(tmp_path):
     photo = PHOTOS["motorcycle"]
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    path = tmp_path / "phone.jpg"
-    Image.fromarray(photo).save(path, exif=exif, quality=95)
+    path = save_oriented(tmp_path / "phone.jpg", photo, 6, quality=95)
     img = load_image(path)
     assert img.size == (photo.shape[0], photo.shape[1])
     assert np.abs(rgb(img) - np.rot90(photo, -1)).mean() < 3.0
@@ -199,20 +201,14 @@ def test_exif_rotated_jpeg(tmp_path):
 
 def test_exif_orientation_of_a_pil_image_is_applied_too(tmp_path):
     photo = PHOTOS["chelsea"]
-    exif = Image.Exif()
-    exif[0x0112] = 8
-    path = tmp_path / "oriented.png"
-    Image.fromarray(photo).save(path, exif=exif)
+    path = save_oriented(tmp_path / "oriented.png", photo, 8)
     assert np.array_equal(np.asarray(load_image(Image.open(path))), np.rot90(photo, 1))
 
 
 @pytest.mark.parametrize("bogus", [0, 9, 255])
 def test_bogus_exif_orientation_is_ignored(tmp_path, bogus):
     photo = PHOTOS["chelsea"]
-    exif = Image.Exif()
-    exif[0x0112] = bogus
-    path = tmp_path / "bogus.png"
-    Image.fromarray(photo).save(path, exif=exif)
+    path = save_oriented(tmp_path / "bogus.png", photo, bogus)
     assert np.array_equal(np.asarray(load_image(path)), photo)
 
 

@@ -91,9 +91,9 @@ def test_truncated_onnx(tmp_path, onnx_model, keep):
 
 @pytest.mark.parametrize("make,words", [
     (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(b""), "empty (zero-byte) model file"),
+    (lambda p: p.write_bytes(b""), "zero-byte file: pass an .onnx or .tflite model file"),
     (lambda p: os.mkfifo(p), "not a regular file"),
-    (lambda p: None, "model file not found"),
+    (lambda p: None, "missing file"),
 ])
 def test_unusable_paths(tmp_path, make, words):
     path = tmp_path / "model.onnx"
