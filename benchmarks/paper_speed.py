@@ -1,0 +1,214 @@
+"""Reproduce the speed claims of Slide-Transformer (Pan et al., CVPR 2023) on this machine.
+
+Sections (each one run, candidates timed interleaved, batch 1, ``--threads`` threads, random weights):
+
+- ``attention``: (1) Slide-Swin-T, re-parameterized and exported like ``slidelite convert`` does, vs the
+  same network with Im2Col local attention (paper: Slide 3.7-3.9x faster on an iPhone 12; goal >= 3.5x);
+  (2) Slide-Swin-T vs Swin-T with window attention (paper: about equal; goal <= 1.05x); (5) achieved
+  GFLOP/s of the fp32 Slide-Swin-T (MatMul/Gemm/Conv FLOPs counted in its ONNX graph) over the GFLOP/s
+  of a large numpy sgemm timed in the same rounds (goal >= 60%).
+- ``pvt``: (3) Slide-PVT-T/S vs PVT-T/S (paper: faster at higher accuracy).
+- ``engines``: (4) the same Slide-Swin-T in torch eager, ONNX Runtime fp32 and int8, LiteRT fp32 and int8
+  (goals: ORT fp32 >= 2.5x faster than torch eager; int8 >= 1.5x faster than fp32 in each engine).
+
+Usage::
+
+    python benchmarks/paper_speed.py --section attention   # or pvt, engines, all
+    python benchmarks/paper_speed.py --section engines --runs 30 --no-docs
+
+Results: printed, written to ``benchmarks/results/paper_speed_<section>.json``, plotted to
+``docs/benchmarks/paper_speed_<section>.png`` and written into ``docs/benchmarks.md`` (between the
+section's BEGIN/END markers) unless ``--no-docs``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402  (the benchmarks folder is not a package)
+
+INPUT = (1, 3, 224, 224)
+SGEMM_SIZE = 2048
+GOALS = {"im2col": 3.5, "window": 1.05, "roofline": 0.60, "ort_vs_torch": 2.5, "int8": 1.5}
+
+
+def zoo_module(name: str) -> Any:
+    """Zoo model ``name`` with seeded random weights, eval mode, re-parameterized (a no-op without Slide)."""
+    import torch
+    from slidelite.zoo import create_model, reparameterize_model
+
+    torch.manual_seed(0)
+    return reparameterize_model(create_model(name).eval())
+
+
+def onnx_fp32(name: str) -> Path:
+    """The fp32 ONNX export of zoo model ``name`` (cached while the sources are unchanged)."""
+    return common.export_onnx(zoo_module(name), common.cache_path(name, ".onnx"), INPUT)
+
+
+def ort(label: str, name: str, threads: int) -> Any:
+    return common.runtime_target(label, onnx_fp32(name), "onnxruntime", threads)
+
+
+def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
+    met = value >= goal if higher_is_better else value <= goal
+    return f"{'met' if met else 'NOT met'} (goal {'>=' if higher_is_better else '<='} {goal:g})"
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
+    """Items 1, 2 and 5: Slide vs Im2Col vs window attention, and the fraction of sgemm throughput."""
+    names = {"Slide-Swin-T": "slide_swin_tiny", "Slide-Swin-T Im2Col": "slide_swin_tiny_im2col",
+             "Swin-T window": "swin_tiny_window"}
+    flops = {label: sum(common.count_flops(onnx_fp32(name)).values()) for label, name in names.items()}
+    sgemm, mlas = f"numpy sgemm {SGEMM_SIZE}", f"ORT MatMul {SGEMM_SIZE}"
+    flops[sgemm] = flops[mlas] = 2 * SGEMM_SIZE ** 3
+    targets = [ort(label, name, args.threads) for label, name in names.items()]
+    targets += [common.sgemm_target(SGEMM_SIZE, sgemm),
+                common.runtime_target(mlas, common.matmul_onnx(SGEMM_SIZE), "onnxruntime", args.threads)]
+    result = common.measure(targets, args.warmup, args.runs)
+    for row in result.rows:
+        row["gflop"] = flops[row["label"]] / 1e9
+        row["gflop_per_s"] = flops[row["label"]] / row["p50_ms"] / 1e6
+    for row in result.rows:
+        row["of_numpy_sgemm"] = row["gflop_per_s"] / result.row(sgemm)["gflop_per_s"]
+        row["of_ort_matmul"] = row["gflop_per_s"] / result.row(mlas)["gflop_per_s"]
+    im2col = result.ratio("Slide-Swin-T Im2Col", "Slide-Swin-T")
+    window = result.ratio("Slide-Swin-T", "Swin-T window")
+    slide = result.row("Slide-Swin-T")
+    claims = [
+        ("1. Im2Col / Slide latency (Slide is this many times faster)", im2col, verdict(im2col, GOALS["im2col"]),
+         "3.7-3.9x on iPhone 12"),
+        ("2. Slide / Swin-T window latency", window, verdict(window, GOALS["window"], higher_is_better=False),
+         "about 1x"),
+        ("5. Slide-Swin-T GFLOP/s / numpy sgemm GFLOP/s", slide["of_numpy_sgemm"],
+         verdict(slide["of_numpy_sgemm"], GOALS["roofline"]), "-"),
+        ("5'. Slide-Swin-T GFLOP/s / ORT MatMul GFLOP/s", slide["of_ort_matmul"],
+         verdict(slide["of_ort_matmul"], GOALS["roofline"]), "-"),
+    ]
+    return {"measurement": result, "claims": claims,
+            "columns": [("label", "candidate (fp32)"), ("engine", "engine"), ("p50_ms", "p50 ms"),
+                        ("p90_ms", "p90 ms"), ("mean_ms", "mean ms"), ("gflop", "GFLOP"),
+                        ("gflop_per_s", "GFLOP/s at p50"), ("of_numpy_sgemm", "of numpy sgemm"),
+                        ("of_ort_matmul", "of ORT MatMul")]}
+
+
+def section_pvt(args: argparse.Namespace) -> Dict[str, Any]:
+    """Item 3: Slide-PVT-T/S vs PVT-T/S (ONNX Runtime fp32), with the paper's ImageNet top-1."""
+    from slidelite.zoo import get_pretrained_cfg
+
+    names = {"PVT-T": "pvt_tiny", "Slide-PVT-T": "slide_pvt_tiny", "PVT-S": "pvt_small",
+             "Slide-PVT-S": "slide_pvt_small"}
+    targets = [ort(label, name, args.threads) for label, name in names.items()]
+    result = common.measure(targets, args.warmup, args.runs)
+    for row in result.rows:
+        cfg = get_pretrained_cfg(names[row["label"]])
+        row["paper_top1"], row["paper_gflops"] = cfg.paper_top1, cfg.paper_gflops
+        row["gflop"] = sum(common.count_flops(onnx_fp32(names[row["label"]])).values()) / 1e9
+    claims = []
+    for size in ("T", "S"):
+        speedup = result.ratio(f"PVT-{size}", f"Slide-PVT-{size}")
+        top1 = (result.row(f"Slide-PVT-{size}")["paper_top1"], result.row(f"PVT-{size}")["paper_top1"])
+        claims.append((f"3. PVT-{size} / Slide-PVT-{size} latency (> 1: Slide faster)", speedup,
+                       "met" if speedup > 1 else "NOT met (Slide-PVT slower)",
+                       f"faster at higher top-1 ({top1[0]} vs {top1[1]})"))
+    return {"measurement": result, "claims": claims,
+            "columns": [("label", "model (ONNX Runtime fp32)"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+                        ("mean_ms", "mean ms"), ("gflop", "GFLOP (graph)"), ("paper_gflops", "paper GFLOPs"),
+                        ("paper_top1", "paper top-1 %")]}
+
+
+def section_engines(args: argparse.Namespace) -> Dict[str, Any]:
+    """Item 4: one model (Slide-Swin-T) in every engine and precision."""
+    name = "slide_swin_tiny"
+    fp32 = onnx_fp32(name)
+    int8 = common.quantize_onnx_int8(fp32, common.cache_path(name, ".int8.onnx"))
+    targets = [common.torch_target("torch eager fp32", zoo_module(name), INPUT, args.threads),
+               common.runtime_target("ONNX Runtime fp32", fp32, "onnxruntime", args.threads),
+               common.runtime_target("ONNX Runtime int8", int8, "onnxruntime", args.threads)]
+    litert = tflite_files(name)
+    targets += [common.runtime_target(f"LiteRT {kind}", path, "litert", args.threads) for kind, path in litert]
+    result = common.measure(targets, args.warmup, args.runs)
+    ort_speedup = result.ratio("torch eager fp32", "ONNX Runtime fp32")
+    ort_int8 = result.ratio("ONNX Runtime fp32", "ONNX Runtime int8")
+    claims = [("4a. torch eager / ORT fp32 latency", ort_speedup, verdict(ort_speedup, GOALS["ort_vs_torch"]), "-"),
+              ("4b. ORT fp32 / ORT int8 latency", ort_int8, verdict(ort_int8, GOALS["int8"]), "-")]
+    if len(litert) == 2:
+        lite = result.ratio("LiteRT fp32", "LiteRT int8")
+        claims.append(("4c. LiteRT fp32 / LiteRT int8 latency", lite, verdict(lite, GOALS["int8"]), "-"))
+    return {"measurement": result, "claims": claims,
+            "columns": [("label", "Slide-Swin-T in"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+                        ("mean_ms", "mean ms"), ("first_ms", "first run ms"), ("init_ms", "init ms")]}
+
+
+def tflite_files(name: str) -> List[Tuple[str, Path]]:
+    """fp32 and int8 ``.tflite`` files of ``name`` from the converter's TFLite route."""
+    from slidelite.convert.tflite import export_tflite
+
+    files = []
+    for kind in ("fp32", "int8"):
+        path = common.cache_path(name, f".{kind}.tflite")
+        if not path.exists():
+            export_tflite(zoo_module(name), path, INPUT, int8=(kind == "int8"))
+        files.append((kind, path))
+    return files
+
+
+SECTIONS: Dict[str, Tuple[str, Callable[[argparse.Namespace], Dict[str, Any]]]] = {
+    "attention": ("Slide vs Im2Col vs window attention, and the fraction of sgemm", section_attention),
+    "pvt": ("Slide-PVT vs PVT", section_pvt),
+    "engines": ("one model in every engine and precision", section_engines),
+}
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def publish(section: str, outcome: Dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
+    """Print the table and the claims; write JSON, the plot and the docs section."""
+    result = outcome["measurement"]
+    title, _ = SECTIONS[section]
+    table = common.markdown_table(result.rows, outcome["columns"])
+    claims = "\n".join(f"| {text} | {value:.3f} | {status} | {paper} |" for text, value, status, paper in outcome["claims"])
+    claims = "| claim | measured | goal | paper |\n|---|---|---|---|\n" + claims
+    env = common.environment_line(result.report, args.threads)
+    command = f"python benchmarks/paper_speed.py --section {section} --runs {args.runs} --warmup {args.warmup} " \
+              f"--threads {args.threads}"
+    print(f"\n== {section}: {title}\n{env}\n\n{table}\n\n{claims}\n\n(script ran {seconds:.0f} s)")
+    common.save_json(f"paper_speed_{section}", {"command": command, "rows": result.rows, "claims": [
+        {"claim": c[0], "measured": c[1], "status": c[2], "paper": c[3]} for c in outcome["claims"]],
+        "report": result.report})
+    plot = common.plot_bars(common.PLOTS_DIR / f"paper_speed_{section}.png",
+                            f"{title} ({args.threads} threads, batch 1)", result.rows)
+    if args.docs:
+        image = f"\n\n![{section}](benchmarks/{plot.name})" if plot else ""
+        body = (f"```sh\n{command}\n```\n\n{env} Timed runs per candidate: {args.runs} (interleaved), "
+                f"warm-up {args.warmup}; script wall time {seconds:.0f} s.\n\n{table}\n\n{claims}{image}")
+        common.update_docs_section(f"paper_speed:{section}", body)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
+    parser.add_argument("--runs", type=int, default=20, help="timed rounds (each candidate once per round)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-docs", dest="docs", action="store_false", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    common.limit_threads(args.threads)
+    for section in (SECTIONS if args.section == "all" else [args.section]):
+        start = time.perf_counter()
+        outcome = SECTIONS[section][1](args)
+        publish(section, outcome, args, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
