@@ -76,7 +76,7 @@ def load_image(source: ImageSource, max_pixels: Optional[int] = None) -> Image.I
     """
     name = source_name(source)
     if isinstance(source, Image.Image):
-        return _apply_orientation(source)
+        return _apply_orientation(_load_pixels(source, name))
     if isinstance(source, np.ndarray):
         return image_from_array(source, name)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -116,6 +116,14 @@ def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Im
             f"{name}: image too large ({width}x{height} = {width * height} pixels > limit {limit}), "
             "possible decompression bomb"
         )
+    img = _load_pixels(img, name)
+    if getattr(img, "is_animated", False):
+        img = img.copy()  # detach the first frame from the still-open file
+    return _apply_orientation(img)
+
+
+def _load_pixels(img: Image.Image, name: str) -> Image.Image:
+    """Decode the pixels of a lazily opened image, turning decoder failures into :class:`ImageError`."""
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
@@ -123,9 +131,7 @@ def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Im
             f"corrupt image data ({exc})"
         )
         raise ImageError(f"{name}: {problem}") from None
-    if getattr(img, "is_animated", False):
-        img = img.copy()  # detach the first frame from the still-open file
-    return _apply_orientation(img)
+    return img
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:

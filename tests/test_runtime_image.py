@@ -307,6 +307,15 @@ def test_truncated_files(tmp_path, fmt, suffix, keep):
     assert_one_line(exc, path, "truncated image data")
 
 
+def test_truncated_file_opened_by_the_caller(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(PHOTOS["rocket"]).save(buffer, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[:4000])
+    with pytest.raises(ImageError, match="^<PIL image>: truncated image data$"):
+        load_image(Image.open(path))
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims ``width`` x ``height`` (valid CRC) followed by a tiny IDAT: a bomb's header."""
     buffer = io.BytesIO()
