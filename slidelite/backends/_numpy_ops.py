@@ -1,0 +1,536 @@
+"""numpy kernels for the ONNX operators of slidelite's fp32 models (the numpy backend's op set).
+
+Each operator is a *factory* registered with :func:`_op`: it receives the node (attributes, input and
+output names) and the constant value of each input (None for inputs only known at run time) and returns
+a *kernel*, a pure
+function of the node's inputs (``None`` for omitted optional inputs) that returns one array or a tuple.
+Factories do the per-model work once at load (weight layout for Conv/Gemm, attribute parsing); kernels
+never modify their inputs, so one loaded graph can run in several threads at once.
+
+The set is exactly what the converter's exports use (see docs/install.md): the legacy TorchScript
+exporter at opset 17 and the dynamo exporter at opset 20, before and after onnxslim, for Slide-Swin and
+EfficientNet-Lite0, plus the runtime tests' fixture classifier.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._onnx_reader import Node
+
+Attrs = Dict[str, Any]
+Consts = Sequence[Optional[np.ndarray]]
+Result = Union[np.ndarray, Tuple[np.ndarray, ...]]
+Kernel = Callable[..., Result]
+Factory = Callable[[Node, Consts], Kernel]
+
+#: op_type -> factory; the numpy backend refuses every other op.
+OPS: Dict[str, Factory] = {}
+
+# TensorProto.DataType codes of Cast's ``to`` attribute
+_CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+               9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
+
+
+class OpError(ValueError):
+    """A node's attributes or inputs are outside what the kernel supports (message names the problem)."""
+
+
+def _op(*names: str) -> Callable[[Factory], Factory]:
+    """Register a factory under one or more op types."""
+
+    def register(factory: Factory) -> Factory:
+        for name in names:
+            OPS[name] = factory
+        return factory
+
+    return register
+
+
+def _simple(name: str, fn: Callable[..., np.ndarray]) -> None:
+    """Register an op whose kernel ignores attributes."""
+    OPS[name] = lambda node, consts: fn
+
+
+def _ints(values: Optional[np.ndarray]) -> List[int]:
+    return [] if values is None else [int(v) for v in np.asarray(values).reshape(-1)]
+
+
+def _text(attrs: Attrs, key: str, default: str) -> str:
+    value = attrs.get(key, default)
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+# --------------------------------------------------------------------------------------------- elementwise
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX integer Div truncates toward zero (numpy's ``//`` floors)."""
+    q = np.abs(a) // np.abs(b)
+    return np.where((a < 0) != (b < 0), -q, q).astype(np.result_type(a, b))
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(np.result_type(a, b), np.integer):
+        return _int_div(a, b)
+    return np.divide(a, b)
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if b.size == 1 and float(b.reshape(-1)[0]) == 2.0:
+        return np.multiply(a, a)
+    if b.size == 1 and float(b.reshape(-1)[0]) == 0.5:
+        return np.sqrt(a)
+    return np.power(a, b.astype(a.dtype, copy=False))
+
+
+for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow,
+                   "Sqrt": np.sqrt, "Neg": np.negative, "Identity": lambda x: x,
+                   "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "MatMul": np.matmul}.items():
+    _simple(_name, _fn)
+
+
+@_op("Mod")
+def _mod(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    return np.fmod if attrs.get("fmod", 0) else np.mod
+
+
+@_op("Clip")
+def _clip(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    def clip(x: np.ndarray, lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> np.ndarray:
+        if lo is None and hi is None:
+            return x
+        out = np.maximum(x, lo.astype(x.dtype, copy=False)) if lo is not None else x.copy()
+        return out if hi is None else np.minimum(out, hi.astype(x.dtype, copy=False), out=out)
+
+    return clip
+
+
+# Rational approximation of erf on [-4, 4] (the float32 approximation of Eigen/XLA; |error| < 5e-7)
+_ERF_P = np.array([-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                   -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02])
+_ERF_Q = np.array([-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+                   -1.42647390514189e-02])
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, in ``x``'s float dtype (numpy has no erf)."""
+    z = np.clip(x, -4.0, 4.0)
+    z2 = z * z
+    p = np.full_like(z2, _ERF_P[0])
+    for c in _ERF_P[1:]:
+        p *= z2
+        p += c
+    q = np.full_like(z2, _ERF_Q[0])
+    for c in _ERF_Q[1:]:
+        q *= z2
+        q += c
+    p *= z
+    p /= q
+    return p
+
+
+_simple("Erf", erf)
+
+
+@_op("Gelu")
+def _gelu(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    if _text(attrs, "approximate", "none") == "tanh":
+        def gelu_tanh(x: np.ndarray) -> np.ndarray:
+            inner = np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x))
+            return np.float32(0.5) * x * (inner + np.float32(1.0))
+
+        return gelu_tanh
+
+    def gelu(x: np.ndarray) -> np.ndarray:
+        out = erf(x * x.dtype.type(0.7071067811865476))
+        out += 1.0
+        out *= x
+        out *= 0.5
+        return out
+
+    return gelu
+
+
+@_op("Cast")
+def _cast(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    to = attrs.get("to")
+    if to not in _CAST_TYPES:
+        raise OpError(f"Cast to ONNX type {to} is not supported")
+    dtype = _CAST_TYPES[to]
+    return lambda x: x.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------- reductions, norms
+
+def _axes(attrs: Attrs, axes_input: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
+    """Axes from the attribute (older opsets) or the input (newer ones); None = all axes."""
+    axes = attrs.get("axes")
+    if axes is None and axes_input is not None:
+        axes = _ints(axes_input)
+    return None if axes is None else tuple(axes)
+
+
+@_op("ReduceMean")
+def _reduce_mean(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    keepdims = bool(attrs.get("keepdims", 1))
+    noop = bool(attrs.get("noop_with_empty_axes", 0))
+
+    def reduce_mean(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
+        chosen = _axes(attrs, axes)
+        if chosen == () and noop:
+            return x
+        return np.mean(x, axis=chosen or None, keepdims=keepdims)
+
+    return reduce_mean
+
+
+_simple("GlobalAveragePool", lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True))
+
+
+@_op("Softmax")
+def _softmax(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis = attrs.get("axis", -1)
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        out = x - np.max(x, axis=axis, keepdims=True)
+        np.exp(out, out=out)
+        out /= np.sum(out, axis=axis, keepdims=True)
+        return out
+
+    return softmax
+
+
+@_op("LayerNormalization")
+def _layer_norm(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis, eps = attrs.get("axis", -1), attrs.get("epsilon", 1e-5)
+
+    def layer_norm(x: np.ndarray, scale: np.ndarray, bias: Optional[np.ndarray] = None) -> Result:
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        mean = np.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        inv_std = 1.0 / np.sqrt(np.mean(centred * centred, axis=axes, keepdims=True) + x.dtype.type(eps))
+        y = centred * inv_std
+        y *= scale
+        if bias is not None:
+            y += bias
+        return y, mean, inv_std
+
+    return layer_norm
+
+
+# --------------------------------------------------------------------------------------------- linear algebra
+
+@_op("Gemm")
+def _gemm(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+    trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
+    b_const = consts[1] if len(consts) > 1 else None
+    c_const = consts[2] if len(consts) > 2 else None
+    if b_const is not None:  # weights: transpose and scale once, contiguous for BLAS
+        b_const = np.ascontiguousarray(b_const.T if trans_b else b_const)
+        b_const = b_const * b_const.dtype.type(alpha) if alpha != 1.0 else b_const
+    if c_const is not None and beta != 1.0:
+        c_const = c_const * c_const.dtype.type(beta)
+
+    def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray] = None) -> np.ndarray:
+        a = a.T if trans_a else a
+        if b_const is not None:
+            out = a @ b_const
+        else:
+            out = a @ (b.T if trans_b else b)
+            out = out * out.dtype.type(alpha) if alpha != 1.0 else out
+        if c is not None:
+            out += c_const if c_const is not None else c * c.dtype.type(beta)
+        return out
+
+    return gemm
+
+
+def _conv_pads(attrs: Attrs, in_hw: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int]) -> Tuple[int, int, int, int]:
+    """(top, left, bottom, right) padding from ``pads`` or ``auto_pad``."""
+    auto_pad = _text(attrs, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = attrs.get("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        return pads[0], pads[1], pads[2], pads[3]
+    total = [max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+             for size, k, s, d in zip(in_hw, kernel, strides, dilations)]
+    small = [t // 2 for t in total]
+    big = [t - t // 2 for t in total]
+    first, last = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    return first[0], first[1], last[0], last[1]
+
+
+class Conv2d:
+    """A 2-D convolution with constant weights, prepared once for the fastest numpy formulation.
+
+    * 1x1 kernels: one batched matmul (``W @ x`` over flattened pixels);
+    * depthwise (one input channel per group, any channel multiplier): a multiply-add per kernel tap over
+      the flattened padded image, where each tap is a contiguous shifted window (strided convs are
+      split into ``stride**2`` phase images first, so every tap is still a contiguous shift);
+    * everything else: im2col (strided views stacked once per call) and one matmul per group.
+    """
+
+    def __init__(self, attrs: Attrs, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+        if weight.ndim != 4:
+            raise OpError(f"only 2-D Conv is supported (weight has {weight.ndim} dims)")
+        self.attrs = attrs
+        self.out_channels, self.group_in, kh, kw = weight.shape
+        self.groups = int(attrs.get("group", 1))
+        if self.groups <= 0 or self.out_channels % self.groups:
+            raise OpError(f"Conv group={self.groups} does not divide {self.out_channels} output channels")
+        self.kernel = (kh, kw)
+        self.strides = tuple(attrs.get("strides", [1, 1]))
+        self.dilations = tuple(attrs.get("dilations", [1, 1]))
+        self.bias = None if bias is None else bias.reshape(1, -1, 1, 1).astype(weight.dtype)
+        self.depthwise = self.group_in == 1 and self.groups > 1
+        if self.depthwise:  # per tap (1, C, m, 1): out[:, c, j] += w[c*m + j] * x[:, c]
+            multiplier = self.out_channels // self.groups
+            taps = weight.reshape(self.groups, multiplier, kh * kw).transpose(2, 0, 1)
+            self.taps = np.ascontiguousarray(taps[:, None, :, :, None])
+        else:  # (groups, O/g, Cg*kh*kw): the column order of im2col below
+            self.matrix = np.ascontiguousarray(weight.reshape(self.groups, self.out_channels // self.groups, -1))
+
+    def __call__(self, x: np.ndarray, *unused: Optional[np.ndarray]) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.group_in * self.groups:
+            raise OpError(f"Conv expects (N, {self.group_in * self.groups}, H, W) input, got {tuple(x.shape)}")
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        top, left, bottom, right = _conv_pads(self.attrs, x.shape[2:], self.kernel, self.strides, self.dilations)
+        h, w = x.shape[2] + top + bottom, x.shape[3] + left + right
+        oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+        if oh <= 0 or ow <= 0:
+            raise OpError(f"Conv input {h}x{w} (padded) is smaller than its {kh}x{kw} kernel")
+        if self.depthwise:
+            # one spare row per phase keeps the last tap's flat window inside the buffer
+            x = np.pad(x, ((0, 0), (0, 0), (top, bottom + sh), (left, right)))
+            out = self._depthwise(x, oh, ow)
+        else:
+            if top or left or bottom or right:
+                x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+            taps = [x[:, :, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                    for ky in range(kh) for kx in range(kw)]
+            out = self._matmul(taps, x.shape[0], oh, ow)
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+    def _depthwise(self, x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        n, c = x.shape[:2]
+        phase_h, phase_w = -(-x.shape[2] // sh), -(-x.shape[3] // sw)
+        phases: Dict[Tuple[int, int], np.ndarray] = {}
+        length = oh * phase_w
+        out = scratch = None
+        for tap, (ky, kx) in enumerate((ky, kx) for ky in range(kh) for kx in range(kw)):
+            y0, x0 = ky * dh, kx * dw
+            key = (y0 % sh, x0 % sw)
+            if key not in phases:
+                view = x[:, :, key[0]::sh, key[1]::sw]
+                if view.shape[2:] != (phase_h, phase_w) or not view.flags.c_contiguous:
+                    phase = np.zeros((n, c, phase_h, phase_w), x.dtype)
+                    phase[:, :, :view.shape[2], :view.shape[3]] = view
+                    view = phase
+                phases[key] = view.reshape(n, c, 1, phase_h * phase_w)
+            shift = (y0 // sh) * phase_w + x0 // sw
+            window = phases[key][..., shift:shift + length]
+            if out is None:
+                out = np.multiply(window, self.taps[tap])
+                scratch = np.empty_like(out)
+            else:
+                np.multiply(window, self.taps[tap], out=scratch)
+                out += scratch
+        assert out is not None
+        return np.ascontiguousarray(out.reshape(n, self.out_channels, oh, phase_w)[..., :ow])
+
+    def _matmul(self, taps: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
+        g, cg = self.groups, self.group_in
+        if len(taps) == 1:
+            cols = taps[0].reshape(n, g, cg, oh * ow)
+        else:
+            cols = np.stack(taps, axis=2).reshape(n, g, cg * len(taps), oh * ow)
+        return np.matmul(self.matrix, cols).reshape(n, self.out_channels, oh, ow)
+
+
+@_op("Conv")
+def _conv(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    weight = consts[1]
+    has_bias = len(node.inputs) > 2 and node.inputs[2] != ""
+    bias = consts[2] if has_bias else None
+    if weight is not None and (bias is not None or not has_bias):
+        return Conv2d(attrs, weight, bias)
+
+    def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+        return Conv2d(attrs, w, b)(x)
+
+    return conv
+
+
+# --------------------------------------------------------------------------------------------- shapes, layout
+
+@_op("Reshape")
+def _reshape(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    allow_zero = bool(attrs.get("allowzero", 0))
+
+    def reshape(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        dims = _ints(shape)
+        if not allow_zero:
+            dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+        return x.reshape(dims)
+
+    return reshape
+
+
+@_op("Flatten")
+def _flatten(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis = attrs.get("axis", 1)
+
+    def flatten(x: np.ndarray) -> np.ndarray:
+        cut = axis % x.ndim if axis < 0 else axis
+        return x.reshape(int(np.prod(x.shape[:cut], dtype=np.int64)), -1)
+
+    return flatten
+
+
+@_op("Transpose")
+def _transpose(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    perm = attrs.get("perm")
+    return lambda x: np.transpose(x, perm)
+
+
+@_op("Squeeze")
+def _squeeze(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    def squeeze(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
+        chosen = _axes(attrs, axes)
+        return np.squeeze(x) if chosen is None else np.squeeze(x, axis=chosen)
+
+    return squeeze
+
+
+@_op("Unsqueeze")
+def _unsqueeze(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    def unsqueeze(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
+        chosen = _axes(attrs, axes) or ()
+        rank = x.ndim + len(chosen)
+        return np.expand_dims(x, tuple(sorted(a % rank for a in chosen)))
+
+    return unsqueeze
+
+
+@_op("Concat")
+def _concat(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis = attrs.get("axis", 0)
+    return lambda *xs: np.concatenate([x for x in xs if x is not None], axis=axis)
+
+
+@_op("Split")
+def _split(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis = attrs.get("axis", 0)
+    outputs = attrs.get("num_outputs", len(node.outputs))
+
+    def split(x: np.ndarray, sizes: Optional[np.ndarray] = None) -> Result:
+        chosen = attrs.get("split") or _ints(sizes)
+        if not chosen:  # equal parts (the last one smaller when it does not divide, opset 18)
+            step = -(-x.shape[axis] // outputs)
+            chosen = [min(step, x.shape[axis] - i * step) for i in range(outputs)]
+        bounds = np.cumsum(chosen)[:-1]
+        return tuple(np.split(x, bounds, axis=axis))
+
+    return split
+
+
+@_op("Slice")
+def _slice(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray] = None,
+               steps: Optional[np.ndarray] = None) -> np.ndarray:
+        begin, stop = _ints(starts), _ints(ends)
+        chosen = _ints(axes) if axes is not None else list(range(len(begin)))
+        step = _ints(steps) if steps is not None else [1] * len(begin)
+        index: List[Any] = [slice(None)] * x.ndim
+        for a, b, e, s in zip(chosen, begin, stop, step):
+            if s == 0:
+                raise OpError("Slice step 0")
+            index[a % x.ndim] = slice(b, e, s)
+        return x[tuple(index)]
+
+    return slice_
+
+
+@_op("Gather")
+def _gather(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    axis = attrs.get("axis", 0)
+    return lambda x, indices: np.take(x, indices.astype(np.int64, copy=False), axis=axis)
+
+
+@_op("Pad")
+def _pad(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    mode = _text(attrs, "mode", "constant")
+    if mode not in ("constant", "reflect", "edge"):
+        raise OpError(f"Pad mode '{mode}' is not supported")
+
+    def pad(x: np.ndarray, pads: Optional[np.ndarray] = None, value: Optional[np.ndarray] = None,
+            axes: Optional[np.ndarray] = None) -> np.ndarray:
+        amounts = attrs.get("pads") or _ints(pads)
+        chosen = _ints(axes) if axes is not None else list(range(x.ndim))
+        width = [(0, 0)] * x.ndim
+        for i, a in enumerate(chosen):
+            width[a % x.ndim] = (amounts[i], amounts[i + len(chosen)])
+        if any(lo < 0 or hi < 0 for lo, hi in width):
+            raise OpError("negative Pad amounts (cropping) are not supported")
+        if mode != "constant":
+            return np.pad(x, width, mode=mode)
+        fill = attrs.get("value", 0.0) if value is None or value.size == 0 else value.reshape(-1)[0]
+        return np.pad(x, width, mode="constant", constant_values=fill)
+
+    return pad
+
+
+# --------------------------------------------------------------------------------------------- shape tensors
+
+@_op("Shape")
+def _shape(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    start, end = attrs.get("start", 0), attrs.get("end")
+    return lambda x: np.array(x.shape[start:end], dtype=np.int64)
+
+
+@_op("Constant")
+def _constant(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    if "value" in attrs:
+        value = np.asarray(attrs["value"])
+    elif "value_float" in attrs or "value_floats" in attrs:
+        value = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
+    elif "value_int" in attrs or "value_ints" in attrs:
+        value = np.asarray(attrs.get("value_int", attrs.get("value_ints")), dtype=np.int64)
+    else:
+        raise OpError(f"Constant with attributes {sorted(attrs)} is not supported")
+    return lambda: value
+
+
+@_op("ConstantOfShape")
+def _constant_of_shape(node: Node, consts: Consts) -> Kernel:
+    attrs = node.attributes
+    value = np.asarray(attrs.get("value", np.zeros(1, np.float32))).reshape(-1)
+    if value.size != 1:
+        raise OpError("ConstantOfShape value must hold one element")
+    return lambda shape: np.full(_ints(shape), value[0], dtype=value.dtype)
