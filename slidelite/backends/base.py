@@ -10,9 +10,9 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Optional, Tuple
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover - type hints only: importing the registry must stay cheap
+    import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover - import cycle guard for type hints only
     from ..model_file import ModelFile
 
 Shape = Tuple[Optional[int], ...]
@@ -51,7 +51,7 @@ class Backend(abc.ABC):
         return bool(self.input_shape) and self.input_shape[0] is None
 
     @abc.abstractmethod
-    def run(self, tensor: np.ndarray) -> np.ndarray:
+    def run(self, tensor: "np.ndarray") -> "np.ndarray":
         """Run the model on ``tensor`` (batch first) and return the raw first output, batch kept."""
 
     def close(self) -> None:
