@@ -29,9 +29,13 @@ PACKAGE_FOLDERS = {"slidelite": "slidelite", "model_zoo": "slidelite/zoo", "conv
 pytestmark = pytest.mark.slow
 
 
+BUILD_FILES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in")
+
+
 def _project_files() -> list:
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             check=True, capture_output=True).stdout.decode()
+    """The files of the package folders and the build files that git tracks or would track."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                              *PACKAGE_FOLDERS, *BUILD_FILES], cwd=ROOT, check=True, capture_output=True).stdout.decode()
     return [name for name in listing.split("\0") if name and (ROOT / name).is_file()]
 
 
