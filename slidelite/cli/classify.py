@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -18,7 +18,10 @@ from ..options import ClassifierOptions
 from ..results import ClassificationResult
 from ._common import (Command, EXIT_INPUT_FAILED, EXIT_OK, backend_option, echo_json, error_boundary, model_option,
                       print_error, threads_option)
-from ._inputs import InputProblem, iter_inputs
+from ._inputs import InputItem, InputProblem, iter_inputs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..classifier import Classifier
 
 CSV_HEADER = ("path", "rank", "index", "label", "score")
 
@@ -92,13 +95,16 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
     options = ClassifierOptions(model=model, backend=backend, threads=threads, max_results=top_k,
                                 score_threshold=threshold, category_allowlist=tuple(allow),
                                 category_denylist=tuple(deny))
-    writer = JsonWriter() if as_json else CsvWriter() if as_csv else HumanWriter()
+    writer: Writer = JsonWriter() if as_json else CsvWriter() if as_csv else HumanWriter()
     with Classifier.create_from_options(options) as classifier:
         failed = classify_all(classifier, iter_inputs(paths), writer)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
-def classify_all(classifier, inputs: Iterable, writer) -> int:
+Writer = Union[HumanWriter, JsonWriter, CsvWriter]
+
+
+def classify_all(classifier: "Classifier", inputs: Iterable[InputItem], writer: Writer) -> int:
     """Classify each input path and write its result; report each failing input on stderr.
 
     Returns:
