@@ -32,7 +32,7 @@ from slidelite import Classifier, ClassifierOptions
 from .mjpeg import MjpegServer
 from .outputs import JsonLines, TextLines, VideoRecorder, Window, display_available
 from .overlay import draw_overlay
-from .pipeline import Backoff, FrameResult, LiveStream, StreamSettings, StreamStats
+from .pipeline import Backoff, FrameResult, LiveStream, StreamSettings, StreamStats, prompt_thread_switching
 from .sources import make_source
 
 log = logging.getLogger("slidelite.camera")
@@ -136,8 +136,14 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run(config: CameraConfig, stdout: TextIO = sys.stdout) -> Tuple[StreamStats, Optional[BaseException]]:
+def run(config: CameraConfig, stdout: TextIO = sys.stdout,
+        on_result: Optional[Callable[[FrameResult], None]] = None) -> Tuple[StreamStats, Optional[BaseException]]:
     """Run the app until the source ends, ``max_frames``, q, Ctrl-C or SIGTERM.
+
+    Args:
+        config: what to run.
+        stdout: where the per-frame lines go.
+        on_result: also called with each :class:`FrameResult`, after the outputs (your own logic goes here).
 
     Returns:
         The counters, and the error that ended the stream early (the source gave up, an output
@@ -157,8 +163,8 @@ def run(config: CameraConfig, stdout: TextIO = sys.stdout) -> Tuple[StreamStats,
             settings = StreamSettings(max_frames=config.max_frames, loop=config.loop, pace_fps=pace,
                                       backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
                                       max_reopen_attempts=config.reopen_attempts)
-            stream = LiveStream(source, classifier, outputs.write, settings)
-            with stop_on_signals(stream.stop):
+            stream = LiveStream(source, classifier, _chain(outputs.write, on_result), settings)
+            with stop_on_signals(stream.stop), prompt_thread_switching():
                 stream.start()
                 try:
                     _wait(stream, outputs.window)
@@ -167,6 +173,18 @@ def run(config: CameraConfig, stdout: TextIO = sys.stdout) -> Tuple[StreamStats,
         finally:
             outputs.close()
     return stats, stream.failure
+
+
+def _chain(first: Callable[[FrameResult], None],
+           then: Optional[Callable[[FrameResult], None]]) -> Callable[[FrameResult], None]:
+    if then is None:
+        return first
+
+    def both(item: FrameResult) -> None:
+        first(item)
+        then(item)
+
+    return both
 
 
 def _wait(stream: LiveStream, window: Any) -> None:

