@@ -189,7 +189,7 @@ def _resolve_model(options: ClassifierOptions) -> Path:
     """The model file ``options.model`` names: a file path, a shipped model name, or None (the default)."""
     from .models import resolve_model  # lazy: reading the shipped-model manifest is only needed here
 
-    return resolve_model(options.model, verify_checksum=options.verify_checksum)
+    return resolve_model(options.model, options.backend, verify_checksum=options.verify_checksum)
 
 
 def _path_of(image: ImageSource) -> Optional[str]:

@@ -197,3 +197,14 @@ def test_zoo_names_match_the_zoo_registry() -> None:
 
     assert list(models.ZOO_ARCHITECTURES) == zoo.list_models(), (
         "update ZOO_ARCHITECTURES in slidelite/models/__init__.py to slidelite.zoo.list_models()")
+
+
+def test_classify_picks_the_format_of_the_requested_backend(registry: Path) -> None:
+    """--backend litert selects the shipped .tflite file (here a stand-in, so it fails naming that file);
+    --backend onnxruntime selects the .onnx file, whatever is installed."""
+    env = {models.MODELS_DIR_ENV: str(registry)}
+    run = run_cli(["classify", "--backend", "litert", SAMPLE], env=env)
+    assert run.exit_code == 1 and len(run.error_lines) == 1
+    assert str(registry / "fixture.tflite") in run.error_lines[0]
+    run = run_cli(["classify", "--backend", "onnxruntime", "--model", "fixture", SAMPLE], env=env)
+    assert run.exit_code == 0, run.stderr
