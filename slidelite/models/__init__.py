@@ -44,10 +44,20 @@ NO_DEFAULT_MESSAGE = "no default model is installed: pass --model FILE (convert 
 #: ``tests/test_cli_models.py`` asserts it equals ``slidelite.zoo.list_models()``).
 ZOO_ARCHITECTURES: Tuple[str, ...] = (
     "efficientnet_lite0_imagenet",
+    "pvt_small",
+    "pvt_tiny",
+    "pvtv2_b1",
+    "pvtv2_b2",
+    "slide_pvt_small",
+    "slide_pvt_tiny",
+    "slide_pvtv2_b1",
+    "slide_pvtv2_b2",
     "slide_swin_base",
     "slide_swin_micro",
     "slide_swin_small",
     "slide_swin_tiny",
+    "slide_swin_tiny_im2col",
+    "swin_tiny_window",
 )
 
 _REQUIRED_FIELDS = ("name", "file", "format", "precision", "sha256", "size")
