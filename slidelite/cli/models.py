@@ -5,6 +5,8 @@ Reads only ``slidelite/models/manifest.json`` and a static list of zoo names: to
 """
 from __future__ import annotations
 
+import textwrap
+
 import click
 
 from .. import models as registry
@@ -36,4 +38,5 @@ def command(as_json: bool) -> None:
     click.echo("")
     click.echo("Zoo architectures (PyTorch; convert a checkpoint with `slidelite convert`, "
                "needs pip install \"slidelite[convert]\"):")
-    click.echo("  " + ", ".join(registry.ZOO_ARCHITECTURES))
+    click.echo(textwrap.fill(", ".join(registry.ZOO_ARCHITECTURES), width=100, initial_indent="  ",
+                             subsequent_indent="  ", break_on_hyphens=False))
