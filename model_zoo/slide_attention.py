@@ -120,10 +120,11 @@ class SlideAttention(nn.Module):
         kv_bias = bias.reshape(1, 1, hd, kk).repeat(2, heads, 1, 1)
         pos = self.relative_position_bias_table.reshape(heads, 1, kk)  # added to keys, broadcast over d
         kv_bias[0] += pos
-        kv_conv = nn.Conv2d(2 * C, 2 * C * kk, self.ka, padding=self.ka // 2, groups=2 * C, bias=True)
+        kv_conv = nn.Conv2d(2 * C, 2 * C * kk, self.ka, padding=self.ka // 2, groups=2 * C, bias=True,
+                            device=weight.device, dtype=weight.dtype)  # no float32 round trip for float64 models
         kv_conv.weight.copy_(kv_weight.reshape(2 * C * kk, 1, self.ka, self.ka))
         kv_conv.bias.copy_(kv_bias.reshape(-1))
-        self.kv_conv = kv_conv.to(weight.device, weight.dtype)
+        self.kv_conv = kv_conv
         # the official layout of the qkv output is (head, q/k/v, d); reorder rows to (q/k/v, head, d)
         self.qkv.weight.copy_(self.qkv.weight.reshape(heads, 3, hd, C).transpose(0, 1).reshape(3 * C, C))
         self.qkv.weight[:C] *= self.scale
