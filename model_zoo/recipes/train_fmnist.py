@@ -6,8 +6,8 @@ Fixed seed; AdamW + cosine schedule with warm-up, label smoothing, random-crop/f
 Inputs are normalized exactly as the runtime will do it from the model metadata
 (``(pixel / 255 - mean) / std`` with the registered pretrained config), at the native 28x28, so no
 resize is involved. A checkpoint is written after every epoch and the run resumes from it; when the
-time budget runs out the schedule is shortened, not truncated (the cosine is re-planned for the
-epochs that fit). The final weights are the last epoch's (no selection on the test split).
+time budget (or ``--budget-min`` given on resume) changes, the cosine schedule is re-planned for the
+number of epochs that fit (at most ``--epochs``). The final weights are the last epoch's (no selection on the test split).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import time
 
 import numpy as np
@@ -60,6 +61,18 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return 100.0 * correct / len(x)
 
 
+def replan(state: dict, args: argparse.Namespace) -> None:
+    """Set the number of epochs that fit the time budget (median epoch time so far), at most ``--epochs``."""
+    if not state["log"]:
+        return
+    per_epoch = statistics.median(entry["epoch_s"] for entry in state["log"])
+    fits = state["epoch"] + int((args.budget_min * 60 - state["elapsed_s"]) // per_epoch)
+    planned = max(state["epoch"], min(args.epochs, fits))
+    if planned != state["planned_epochs"]:
+        state["planned_epochs"] = planned
+        print(f"time budget: schedule re-planned to {planned} epochs", flush=True)
+
+
 def main() -> None:
     """Train, checkpoint every epoch, write final weights + sha256 + a JSON log."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,6 +113,7 @@ def main() -> None:
         gen.set_state(saved["generator"])
         state = json.loads(saved["state"])
         print(f"resumed at epoch {state['epoch']}")
+        replan(state, args)
 
     steps_per_epoch = math.ceil(len(xtr) / args.batch)
     warmup = steps_per_epoch
@@ -129,11 +143,7 @@ def main() -> None:
         state["log"].append({"epoch": state["epoch"], "loss": round(running, 4), "test_top1": round(acc, 2),
                              "epoch_s": round(time.time() - t0, 1)})
         print(json.dumps(state["log"][-1]), flush=True)
-        per_epoch = state["elapsed_s"] / state["epoch"]
-        fits = state["epoch"] + int((args.budget_min * 60 - state["elapsed_s"]) // per_epoch)
-        if fits < state["planned_epochs"]:
-            state["planned_epochs"] = max(state["epoch"], fits)
-            print(f"time budget: schedule shortened to {state['planned_epochs']} epochs", flush=True)
+        replan(state, args)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                     "state": json.dumps(state)}, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
