@@ -36,10 +36,8 @@ def count_flops(model: nn.Module, input_size: Sequence[int]) -> int:
         model: any classifier; modules with a ``reparameterize`` hook are measured on a re-parameterized copy.
         input_size: (C, H, W) of one image.
     """
-    device = next(model.parameters()).device
-    with torch.device(device):
-        deployed = reparameterize_model(model)
-    x = torch.zeros((1, *input_size), device=device)
+    deployed = reparameterize_model(model)
+    x = torch.zeros((1, *input_size), device=next(model.parameters()).device)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         deployed(x)
