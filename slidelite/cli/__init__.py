@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 some input failed (the others were still processed), 2 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Dict, List, Optional
 
@@ -31,7 +32,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
         if name not in COMMANDS:
-            return None
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; commands: {', '.join(COMMANDS)}"
+            # one line, exit 2, like every other usage error of the CLI
+            click.echo(f"error: no such command '{name}'{hint}", err=True)
+            ctx.exit(2)
         module = importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
         return module.command
 
