@@ -22,32 +22,31 @@ def load_model(job: ConversionJob) -> LoadedModel:
     """
     from slidelite import zoo
 
-    sha256 = ""
-    if job.module is not None:
-        module, arch, cfg = job.module, type(job.module).__name__, None
+    ckpt = None
+    if job.module is not None or (job.model is not None and ":" in job.model):
+        module = job.module if job.module is not None else _from_factory(job.model)
+        arch, cfg = job.model or type(module).__name__, None
         if job.checkpoint is not None:
-            sha256 = load_checkpoint_into(module, job.checkpoint)
-    elif job.model is not None and ":" in job.model:
-        module, arch, cfg = _from_factory(job.model), job.model, None
+            ckpt = load_checkpoint_into(module, job.checkpoint)
+    else:
+        arch = _zoo_name(job.model) if job.model is not None or job.checkpoint is None else None
         if job.checkpoint is not None:
-            sha256 = load_checkpoint_into(module, job.checkpoint)
-    elif job.model is not None or job.checkpoint is None:
-        arch = _zoo_name(job.model)
-        cfg = zoo.get_pretrained_cfg(arch)
-        if job.checkpoint is not None:
-            module, sha256 = build_from_checkpoint(job.checkpoint, arch)
+            module, ckpt = build_from_checkpoint(job.checkpoint, arch)
+            arch = ckpt.arch
         else:
             module = zoo.create_model(arch)
-    else:
-        module, sha256, arch = build_from_checkpoint(job.checkpoint, None, return_arch=True)
         cfg = zoo.get_pretrained_cfg(arch)
+    overrides = job.preprocess
+    stored_size = ckpt.overrides.get("img_size") if ckpt is not None else None
+    if overrides.input_size is None and isinstance(stored_size, int):
+        overrides = replace(overrides, input_size=(stored_size, stored_size))
     module.eval()
-    preprocess, input_size = _preprocess_spec(cfg, job.preprocess, module)
+    preprocess, input_size = _preprocess_spec(cfg, overrides)
     num_classes = _num_classes(module, cfg, (1, preprocess.channels) + tuple(input_size))
     return LoadedModel(
         module=module, architecture=arch, preprocess=preprocess, input_size=input_size, num_classes=num_classes,
         label_set=getattr(cfg, "label_set", ""), license=getattr(cfg, "license", ""),
-        source=getattr(cfg, "source", "") or arch, checkpoint_sha256=sha256,
+        source=getattr(cfg, "source", "") or arch, checkpoint_sha256=ckpt.sha256 if ckpt is not None else "",
     )
 
 
@@ -104,30 +103,27 @@ def _checkpoint_failure(path: Any, exc: Exception) -> CheckpointLoadError:
     return CheckpointLoadError(message if str(path) in message else f"{path}: {message}")
 
 
-def build_from_checkpoint(path: Any, model_name: Optional[str], return_arch: bool = False) -> Any:
-    """Build a zoo model from a checkpoint (architecture read from its stored config when ``model_name`` is None).
+def build_from_checkpoint(path: Any, model_name: Optional[str]) -> Tuple[Any, Any]:
+    """Build a zoo model from a checkpoint (architecture from its stored config when ``model_name`` is None).
 
-    Returns ``(module, sha256)``, or ``(module, sha256, architecture)`` with ``return_arch``.
+    Returns ``(module in eval mode, slidelite.zoo.checkpoint.Checkpoint)``.
     """
     api = _checkpoint_api()
     try:
-        module, ckpt = api.build_from_checkpoint(str(path), model_name)
+        return api.build_from_checkpoint(str(path), model_name)
     except api.CheckpointError as exc:
         raise _checkpoint_failure(path, exc) from None
-    if return_arch:
-        return module, ckpt.sha256, ckpt.arch
-    return module, ckpt.sha256
 
 
-def load_checkpoint_into(module: Any, path: Any) -> str:
-    """Load the state_dict of checkpoint ``path`` into ``module`` (strict); return the file's sha256."""
+def load_checkpoint_into(module: Any, path: Any) -> Any:
+    """Strictly load the weights of checkpoint ``path`` into ``module``; return the Checkpoint (sha256 etc.)."""
     api = _checkpoint_api()
     try:
         ckpt = api.read_checkpoint(str(path))
         api.load_state_dict_into(module, ckpt.state_dict, str(path))
     except api.CheckpointError as exc:
         raise _checkpoint_failure(path, exc) from None
-    return ckpt.sha256
+    return ckpt
 
 
 def _num_classes(module: Any, cfg: Any, input_shape: Tuple[int, int, int, int]) -> int:
@@ -145,7 +141,7 @@ def _num_classes(module: Any, cfg: Any, input_shape: Tuple[int, int, int, int]) 
     return int(out.shape[1])
 
 
-def _preprocess_spec(cfg: Any, overrides: PreprocessOverrides, module: Any) -> Tuple[PreprocessSpec, Tuple[int, int]]:
+def _preprocess_spec(cfg: Any, overrides: PreprocessOverrides) -> Tuple[PreprocessSpec, Tuple[int, int]]:
     """Merge the pretrained cfg (or ImageNet defaults for generic models) with the CLI overrides."""
     base = PreprocessSpec()
     size: Tuple[int, int] = (224, 224)

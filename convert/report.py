@@ -29,6 +29,39 @@ def measure_latency(models: Mapping[str, Path], example: np.ndarray, threads: in
     return {label: float(np.median(values)) for label, values in times.items()}
 
 
+def profile_op_types(path: Path, example: np.ndarray, threads: int = 2, runs: int = 5) -> Dict[str, float]:
+    """Mean milliseconds per run spent in each op type (onnxruntime's profiler, after its graph fusions),
+    sorted by time. Op types are the kernels that actually ran (e.g. ``DynamicQuantizeMatMul``, ``QGemm``)."""
+    import json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="slidelite-profile-") as folder:
+        options.profile_file_prefix = os.path.join(folder, "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: example}
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        with open(session.end_profiling(), encoding="utf-8") as handle:
+            events = json.load(handle)
+    run_starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    timed_from = run_starts[1] if len(run_starts) > 1 else 0  # the first run (allocations) is a warm-up
+    totals: Dict[str, float] = {}
+    for event in events:
+        if (event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+                and event["ts"] >= timed_from):
+            op = event["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + event["dur"] / 1e3 / runs
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.2f} MB"
 

@@ -1,0 +1,159 @@
+"""Step 4 (TFLite): int8 post-training quantization of the fp32 ``.tflite`` with an explicit, named recipe.
+
+Both recipes run without TensorFlow:
+
+* ``full-int8`` — static full-integer quantization with TFLite's own post-training quantizer (the
+  calibrator + quantizer that ``TFLiteConverter`` uses, shipped in ``ai-edge-litert``): int8 weights per
+  channel, int8 activations from MinMax calibration on the calibration images, **uint8 input** (the raw
+  pixels: the input tensor is pinned to scale 1, zero point 0) and **float32 logits out** (one DEQUANTIZE
+  at the end). Every op is integer: what NNAPI, the Edge TPU, Hexagon and ARM's int8 dot-product kernels
+  need, and what MediaPipe's ImageClassifier accepts (it refuses int8 inputs, takes uint8 as is, and
+  needs float scores). The best recipe for ARM phones and boards.
+* ``dynamic-matmul`` — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32``): int8
+  weights per channel for FULLY_CONNECTED / CONV / BATCH_MATMUL, activations quantized on the fly by the
+  kernel; float32 input and output. XNNPACK runs these with its fast dynamically-quantized kernels on x86,
+  where its static int8 kernels for softmax/GELU/layer-norm pieces are missing (see docs/tflite.md).
+
+``benchmarks/tflite_int8.py`` measures both against fp32 (latency, size, agreement, per-op profiles).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from slidelite.errors import UsageError
+
+from .errors import ConversionError
+
+MIN_GOOD_CALIBRATION = 32
+
+
+@dataclass(frozen=True)
+class TFLiteInt8Recipe:
+    """One TFLite int8 recipe (see the module docstring).
+
+    Attributes:
+        name: the ``--int8-recipe`` value.
+        summary: one line for ``--help`` and the docs.
+        full_integer: every op integer, uint8 input (needs calibration images).
+    """
+
+    name: str
+    summary: str
+    full_integer: bool
+
+
+RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
+    TFLiteInt8Recipe("full-int8", "static full-integer int8, uint8 pixels in, float32 logits out (ARM/NNAPI/MediaPipe)",
+                     full_integer=True),
+    TFLiteInt8Recipe("dynamic-matmul", "dynamic-range int8 weights of FC/conv/batch-matmul, float activations "
+                     "(fast with XNNPACK on x86)", full_integer=False),
+)}
+DEFAULT_RECIPE = "full-int8"
+
+
+def get_tflite_recipe(name: Optional[str]) -> TFLiteInt8Recipe:
+    """The TFLite recipe called ``name`` (None: :data:`DEFAULT_RECIPE`).
+
+    Raises:
+        UsageError: unknown name (the known ones are listed).
+    """
+    name = name or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise UsageError(f"unknown --int8-recipe '{name}' for --format tflite; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def quantize_tflite(fp32_path: Path, int8_path: Path, recipe: TFLiteInt8Recipe, calibration: np.ndarray) -> Path:
+    """Quantize ``fp32_path`` into ``int8_path`` with ``recipe``.
+
+    Args:
+        calibration: (N, H, W, C) float32 inputs exactly as the fp32 model takes them (pixels 0..255).
+
+    Raises:
+        ConversionError: no calibration input, or the quantizer failed (its first message line included).
+    """
+    if recipe.full_integer and len(calibration) < 1:
+        raise ConversionError("full-integer int8 needs at least one calibration image: pass --calib DIR")
+    model = Path(fp32_path).read_bytes()
+    try:
+        quantized = full_integer_int8(model, calibration) if recipe.full_integer else dynamic_range_int8(model)
+    except ConversionError:
+        raise
+    except Exception as exc:  # the native quantizers raise RuntimeError/ValueError with long messages
+        lines = str(exc).strip().splitlines()
+        raise ConversionError(f"int8 quantization ({recipe.name}) failed: {lines[0] if lines else type(exc).__name__}") from None
+    Path(int8_path).write_bytes(quantized)
+    return Path(int8_path)
+
+
+def full_integer_int8(model: bytes, calibration: np.ndarray) -> bytes:
+    """TFLite's post-training full-integer quantizer: uint8 input pinned to (scale 1, zero point 0), float32 output."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration_wrapper
+
+    calibrator = calibration_wrapper.CalibrationWrapper(model, [], [])
+    calibrator.Prepare([[1, *(int(d) for d in calibration.shape[1:])]])
+    for sample in calibration:
+        calibrator.FeedTensor([np.ascontiguousarray(sample[None], dtype=np.float32)])
+    quantized = calibrator.QuantizeModel(np.dtype(np.uint8).num, np.dtype(np.float32).num, False,
+                                         np.dtype(np.int8).num, np.dtype(np.int32).num, False, False)
+    return pin_input_quantization(bytes(quantized), scale=1.0, zero_point=0)
+
+
+def dynamic_range_int8(model: bytes) -> bytes:
+    """ai-edge-quantizer's dynamic-range recipe, with every weight buffer packed inside the flatbuffer."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+        result = quantizer.Quantizer(bytearray(model), recipe.dynamic_wi8_afp32()).quantize()
+    return pack_buffers_inline(bytes(result.quantized_model))
+
+
+def pin_input_quantization(model: bytes, scale: float, zero_point: int) -> bytes:
+    """Set the (integer) input tensor's quantization to exactly ``scale``/``zero_point`` (buffers packed inline).
+
+    The calibrated range of the pixel input is the observed one (e.g. 0..254.9); pinning it to the full
+    0..255 keeps the meaning 'the uint8 input is the raw pixel' that MediaPipe and camera apps rely on.
+    The graph's first QUANTIZE op requantizes from whatever the input parameters are, so this is exact.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    graph = tree.subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    if tensor.quantization is None or tensor.quantization.scale is None:
+        raise ConversionError("the quantized model's input carries no quantization parameters")
+    tensor.quantization.scale = [float(scale)]
+    tensor.quantization.zeroPoint = [int(zero_point)]
+    tensor.quantization.min = None
+    tensor.quantization.max = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
+def pack_buffers_inline(model: bytes) -> bytes:
+    """Move weight buffers stored after the flatbuffer (``Buffer.offset``) inside it.
+
+    ai-edge-quantizer writes such buffers; TFLite Metadata writers rebuild the flatbuffer and drop them,
+    leaving a file that no longer loads. A model whose buffers are all inline is returned unchanged.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    root = schema.Model.GetRootAs(model, 0)
+    if not any(root.Buffers(i).Offset() > 1 for i in range(root.BuffersLength())):
+        return model
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
+def calibration_warning(count: int) -> Optional[str]:
+    """A warning when fewer than :data:`MIN_GOOD_CALIBRATION` images calibrate a full-integer model."""
+    if count >= MIN_GOOD_CALIBRATION:
+        return None
+    return (f"only {count} calibration image(s); {MIN_GOOD_CALIBRATION} or more give stable int8 ranges "
+            "(add photos like the ones the model will see to --calib)")
