@@ -115,18 +115,44 @@ def matmul_onnx(size: int) -> Path:
 # ------------------------------------------------------------------------------------------- exports
 
 
-def cache_path(name: str, suffix: str) -> Path:
-    """Where the export of zoo model ``name`` is kept: keyed by the zoo and exporter sources and torch's
-    version, so an export is re-used only while nothing that shapes it has changed."""
+def cache_path(name: str, suffix: str, module: Any) -> Path:
+    """Where the export of ``module`` (zoo model ``name``) is kept: keyed by torch's version and the
+    sources of the zoo classes it is built from and of the exporter and quantizer, so an export is
+    re-used only while nothing that shapes it has changed."""
     import hashlib
+    import inspect
 
     import torch
 
+    sources = {Path(inspect.getsourcefile(type(m))) for m in module.modules()
+               if type(m).__module__.startswith("slidelite.zoo")}
+    sources |= {ROOT / "convert" / "onnx_export.py", ROOT / "convert" / "quantize.py"}
     digest = hashlib.sha256(torch.__version__.encode())
-    for source in sorted((ROOT / "model_zoo").glob("*.py")) + [ROOT / "convert" / "onnx_export.py",
-                                                               ROOT / "convert" / "quantize.py"]:
+    for source in sorted(sources):
         digest.update(source.read_bytes())
     return CACHE_DIR / f"{name}-{digest.hexdigest()[:12]}{suffix}"
+
+
+def _drop_stale(path: Path) -> None:
+    """Delete older cached exports of the same model and kind as ``path`` (other source hashes)."""
+    def key(file: Path) -> Tuple[str, str]:
+        name, _, rest = file.name.rpartition("-")
+        return name, rest[rest.find("."):]
+
+    for old in path.parent.iterdir():
+        if old != path and key(old) == key(path):
+            old.unlink()
+
+
+def publish_file(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(partial)`` into a temporary name beside ``path``, then rename it to ``path`` and drop the
+    older cached versions of the same file (so an interrupted export never looks finished)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"partial-{path.name}")
+    write(partial)
+    partial.replace(path)
+    _drop_stale(path)
+    return path
 
 
 def export_onnx(module: Any, path: Path, input_shape: Tuple[int, int, int, int]) -> Path:
@@ -134,22 +160,19 @@ def export_onnx(module: Any, path: Path, input_shape: Tuple[int, int, int, int])
     dynamo exporter at the converter's opset, then onnxslim. Re-uses the file when it exists."""
     from slidelite.convert.onnx_export import export_onnx as convert_export, simplify_onnx
 
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.onnx")
+    def write(partial: Path) -> None:
         convert_export(module, partial, input_shape)
         simplify_onnx(partial)
-        partial.replace(path)
-    return path
+
+    return path if path.exists() else publish_file(path, write)
 
 
 def quantize_onnx_int8(fp32: Path, path: Path, recipe: Optional[str] = None) -> Path:
     """int8 with the converter's default (or named) recipe; re-uses the file when it exists."""
     from slidelite.convert.quantize import DEFAULT_RECIPE, get_recipe, quantize_onnx
 
-    if not path.exists():
-        quantize_onnx(fp32, path, get_recipe(recipe or DEFAULT_RECIPE))
-    return path
+    recipe_spec = get_recipe(recipe or DEFAULT_RECIPE)
+    return path if path.exists() else publish_file(path, lambda partial: quantize_onnx(fp32, partial, recipe_spec))
 
 
 # --------------------------------------------------------------------------------------------- FLOPs

@@ -23,6 +23,7 @@ section's BEGIN/END markers) unless ``--no-docs``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ SGEMM_SIZE = 2048
 GOALS = {"im2col": 3.5, "window": 1.05, "roofline": 0.60, "ort_vs_torch": 2.5, "int8": 1.5}
 
 
+@functools.lru_cache(maxsize=None)
 def zoo_module(name: str) -> Any:
     """Zoo model ``name`` with seeded random weights, eval mode, re-parameterized (a no-op without Slide)."""
     import torch
@@ -47,12 +49,17 @@ def zoo_module(name: str) -> Any:
 
 
 def onnx_fp32(name: str) -> Path:
-    """The fp32 ONNX export of zoo model ``name`` (cached while the sources are unchanged)."""
-    return common.export_onnx(zoo_module(name), common.cache_path(name, ".onnx"), INPUT)
+    """The fp32 ONNX export of zoo model ``name`` (cached while its sources are unchanged)."""
+    module = zoo_module(name)
+    return common.export_onnx(module, common.cache_path(name, ".onnx", module), INPUT)
 
 
-def ort(label: str, name: str, threads: int) -> Any:
-    return common.runtime_target(label, onnx_fp32(name), "onnxruntime", threads)
+def ort_candidates(names: Dict[str, str], threads: int) -> Tuple[List[Any], Dict[str, float]]:
+    """ONNX Runtime candidates for ``{label: zoo name}`` and the FLOPs of each exported graph (all
+    exports made before anything is timed)."""
+    paths = {label: onnx_fp32(name) for label, name in names.items()}
+    flops = {label: float(sum(common.count_flops(path).values())) for label, path in paths.items()}
+    return [common.runtime_target(label, path, "onnxruntime", threads) for label, path in paths.items()], flops
 
 
 def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
@@ -67,10 +74,9 @@ def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
     """Items 1, 2 and 5: Slide vs Im2Col vs window attention, and the fraction of sgemm throughput."""
     names = {"Slide-Swin-T": "slide_swin_tiny", "Slide-Swin-T Im2Col": "slide_swin_tiny_im2col",
              "Swin-T window": "swin_tiny_window"}
-    flops = {label: sum(common.count_flops(onnx_fp32(name)).values()) for label, name in names.items()}
+    targets, flops = ort_candidates(names, args.threads)
     sgemm, mlas = f"numpy sgemm {SGEMM_SIZE}", f"ORT MatMul {SGEMM_SIZE}"
-    flops[sgemm] = flops[mlas] = 2 * SGEMM_SIZE ** 3
-    targets = [ort(label, name, args.threads) for label, name in names.items()]
+    flops[sgemm] = flops[mlas] = 2.0 * SGEMM_SIZE ** 3
     targets += [common.sgemm_target(SGEMM_SIZE, sgemm),
                 common.runtime_target(mlas, common.matmul_onnx(SGEMM_SIZE), "onnxruntime", args.threads)]
     result = common.measure(targets, args.warmup, args.runs)
@@ -106,12 +112,12 @@ def section_pvt(args: argparse.Namespace) -> Dict[str, Any]:
 
     names = {"PVT-T": "pvt_tiny", "Slide-PVT-T": "slide_pvt_tiny", "PVT-S": "pvt_small",
              "Slide-PVT-S": "slide_pvt_small"}
-    targets = [ort(label, name, args.threads) for label, name in names.items()]
+    targets, flops = ort_candidates(names, args.threads)
     result = common.measure(targets, args.warmup, args.runs)
     for row in result.rows:
         cfg = get_pretrained_cfg(names[row["label"]])
         row["paper_top1"], row["paper_gflops"] = cfg.paper_top1, cfg.paper_gflops
-        row["gflop"] = sum(common.count_flops(onnx_fp32(names[row["label"]])).values()) / 1e9
+        row["gflop"] = flops[row["label"]] / 1e9
     claims = []
     for size in ("T", "S"):
         speedup = result.ratio(f"PVT-{size}", f"Slide-PVT-{size}")
@@ -129,7 +135,7 @@ def section_engines(args: argparse.Namespace) -> Dict[str, Any]:
     """Item 4: one model (Slide-Swin-T) in every engine and precision."""
     name = "slide_swin_tiny"
     fp32 = onnx_fp32(name)
-    int8 = common.quantize_onnx_int8(fp32, common.cache_path(name, ".int8.onnx"))
+    int8 = common.quantize_onnx_int8(fp32, common.cache_path(name, ".int8.onnx", zoo_module(name)))
     targets = [common.torch_target("torch eager fp32", zoo_module(name), INPUT, args.threads),
                common.runtime_target("ONNX Runtime fp32", fp32, "onnxruntime", args.threads),
                common.runtime_target("ONNX Runtime int8", int8, "onnxruntime", args.threads)]
@@ -149,16 +155,39 @@ def section_engines(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def tflite_files(name: str) -> List[Tuple[str, Path]]:
-    """fp32 and int8 ``.tflite`` files of ``name`` from the converter's TFLite route."""
-    from slidelite.convert.tflite import export_tflite
+    """fp32 and int8 ``.tflite`` files of ``name`` made with the converter's TFLite steps: the NHWC RGB 0..255
+    input adapter, litert-torch export, and the default TFLite int8 recipe calibrated on real photos."""
+    from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
+    from slidelite.convert.tflite_quantize import get_tflite_recipe, quantize_tflite
+    from slidelite.zoo import get_pretrained_cfg
 
-    files = []
-    for kind in ("fp32", "int8"):
-        path = common.cache_path(name, f".{kind}.tflite")
-        if not path.exists():
-            export_tflite(zoo_module(name), path, INPUT, int8=(kind == "int8"))
-        files.append((kind, path))
-    return files
+    module = zoo_module(name)
+    cfg = get_pretrained_cfg(name)
+    fp32 = common.cache_path(name, ".fp32.tflite", module)
+    int8 = common.cache_path(name, ".int8.tflite", module)
+    if not fp32.exists():
+        adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
+        common.publish_file(fp32, lambda partial: export_tflite(adapter, partial, nhwc_rgb_shape(INPUT[2:])))
+    if not int8.exists():
+        recipe = get_tflite_recipe(None)
+        common.publish_file(int8, lambda partial: quantize_tflite(fp32, partial, recipe, calibration_pixels()))
+    return [("fp32", fp32), ("int8", int8)]
+
+
+def calibration_pixels(count: int = 8) -> Any:
+    """(count, 224, 224, 3) float32 RGB pixels 0..255: scikit-image's photos, centre and corner crops."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+    crops = []
+    for photo in photos:
+        image = Image.fromarray(photo).convert("RGB")
+        side = min(image.size)
+        for box in ((0, 0, side, side), (image.width - side, image.height - side, image.width, image.height)):
+            crops.append(np.asarray(image.crop(box).resize(INPUT[2:], Image.BILINEAR), dtype=np.float32))
+    return np.stack(crops[:count])
 
 
 SECTIONS: Dict[str, Tuple[str, Callable[[argparse.Namespace], Dict[str, Any]]]] = {
