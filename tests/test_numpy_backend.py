@@ -1,0 +1,307 @@
+"""The pure-numpy backend: parity with onnxruntime on real exports, clear refusals, malformed files.
+
+Models: the runtime fixture classifier (all its float variants, also checked against an independent
+float64 computation), random-init ``slide_swin_micro`` and ``slide_swin_tiny`` (re-parameterized) and the
+real ImageNet EfficientNet-Lite0 of the zoo, each exported the converter's way (dynamo, opset 20,
+onnxslim) and the legacy way (TorchScript exporter, opset 17, with and without onnxslim). Inputs are
+scikit-image's real photos.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from skimage import data
+
+from slidelite.backends import create_backend, is_available
+from slidelite.backends.numpy_backend import NumpyBackend
+from slidelite.errors import ModelError
+from slidelite.model_file import ModelFile, open_model_file
+from tests._runtime_fixtures import make_fixture_onnx, reference_forward, reference_preprocess
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
+          "rocket": data.rocket(), "motorcycle": data.stereo_motorcycle()[0]}
+MIN_COSINE = 0.99999
+
+
+def backends(path: Path) -> "tuple[NumpyBackend, object]":
+    """The numpy backend and the onnxruntime backend on the same file."""
+    model_file = open_model_file(path)
+    return create_backend(model_file, "numpy", threads=1), create_backend(model_file, "onnxruntime", threads=1)
+
+
+def assert_parity(path: Path, batch: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Run both backends image by image; cosine >= 0.99999 per image; prints the max abs difference.
+
+    Returns:
+        the numpy backend's and onnxruntime's outputs, stacked.
+    """
+    numpy_backend, ort_backend = backends(path)
+    assert isinstance(numpy_backend, NumpyBackend)
+    outputs = []
+    for x in batch:
+        got, want = numpy_backend.run(x[None]), ort_backend.run(x[None])
+        assert got.shape == want.shape and got.dtype == want.dtype
+        cosine = float(got.ravel() @ want.ravel() / (np.linalg.norm(got) * np.linalg.norm(want)))
+        print(f"{path.name}: cos={cosine:.8f} max|diff|={np.abs(got - want).max():.2e}")
+        assert cosine >= MIN_COSINE
+        outputs.append((got[0], want[0]))
+    return np.stack([o[0] for o in outputs]), np.stack([o[1] for o in outputs])
+
+
+def photo_batch(size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875) -> np.ndarray:
+    """The five RGB photos preprocessed timm-style to (5, 3, size, size) float32."""
+    return np.stack([reference_preprocess(Image.fromarray(p), size, crop_pct, mean, std).transpose(2, 0, 1)
+                     for p in PHOTOS.values()]).astype(np.float32)
+
+
+def grey_batch(size: int = 28) -> np.ndarray:
+    """The photos in greyscale, resized to (5, 1, size, size), Fashion-MNIST normalization."""
+    grey = [np.asarray(Image.fromarray(p).convert("L").resize((size, size), Image.Resampling.BILINEAR), np.float32)
+            for p in [data.camera(), *PHOTOS.values()][:5]]
+    return ((np.stack(grey)[:, None] / 255.0 - 0.2860) / 0.3530).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- exports
+
+def _export(name: str, folder: Path, shape: "tuple[int, ...]") -> Dict[str, Path]:
+    """``name`` from the zoo (re-parameterized), exported three ways; returns ``{way: path}``."""
+    torch = pytest.importorskip("torch")
+    onnxslim = pytest.importorskip("onnxslim")
+    from slidelite.convert.onnx_export import export_onnx, simplify_onnx
+    from slidelite.zoo import create_model, reparameterize_model
+
+    torch.manual_seed(0)
+    model = reparameterize_model(create_model(name).eval()).eval()
+    paths = {way: folder / f"{name}_{way}.onnx" for way in ("dynamo20_slim", "legacy17", "legacy17_slim")}
+    export_onnx(model, paths["dynamo20_slim"], shape)
+    simplify_onnx(paths["dynamo20_slim"])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(shape),), str(paths["legacy17"]), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.save(onnxslim.slim(onnx.load(str(paths["legacy17"]))), str(paths["legacy17_slim"]))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> Dict[str, Path]:
+    return _export("slide_swin_micro", tmp_path_factory.mktemp("micro"), (1, 1, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def effnet(tmp_path_factory) -> Dict[str, Path]:
+    return _export("efficientnet_lite0_imagenet", tmp_path_factory.mktemp("effnet"), (1, 3, 224, 224))
+
+
+def op_types(path: Path) -> List[str]:
+    return sorted({node.op_type for node in onnx.load(str(path)).graph.node})
+
+
+# --------------------------------------------------------------------------------------------- parity
+
+@pytest.mark.parametrize("variant", [{}, {"layout": "NHWC"}, {"color_mode": "L"}, {"dtype": "uint8"},
+                                     {"output_kind": "probabilities"}, {"dynamic_batch": False}])
+def test_fixture_model_matches_onnxruntime_and_float64_reference(tmp_path: Path, variant: dict) -> None:
+    path = make_fixture_onnx(tmp_path / "fixture.onnx", **variant)
+    if variant.get("color_mode") == "L":
+        batch = grey_batch(32)
+    else:
+        batch = photo_batch(32)
+    if variant.get("layout") == "NHWC":
+        batch = batch.transpose(0, 2, 3, 1).copy()
+    if variant.get("dtype") == "uint8":
+        batch = np.clip(np.rint(batch / 0.02) + 128, 0, 255).astype(np.uint8)
+    got, _ = assert_parity(path, batch)
+    np.testing.assert_allclose(got, reference_forward(batch, **variant), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.convert
+@pytest.mark.parametrize("way", ["dynamo20_slim", "legacy17", "legacy17_slim"])
+def test_slide_swin_micro_matches_onnxruntime(micro: Dict[str, Path], way: str) -> None:
+    batch = grey_batch()
+    assert_parity(micro[way], batch)
+    rng = np.random.default_rng(1)
+    assert_parity(micro[way], rng.standard_normal((2, 1, 28, 28)).astype(np.float32))
+
+
+@pytest.mark.convert
+def test_slide_swin_micro_graphs_use_the_documented_ops(micro: Dict[str, Path]) -> None:
+    """The converter's graph uses native Gelu and LayerNormalization; the legacy one shape arithmetic."""
+    assert {"Gelu", "LayerNormalization", "Conv", "Softmax"} <= set(op_types(micro["dynamo20_slim"]))
+    assert {"Erf", "Shape", "Gather", "Unsqueeze", "ConstantOfShape"} <= set(op_types(micro["legacy17"]))
+
+
+@pytest.mark.convert
+@pytest.mark.slow
+@pytest.mark.parametrize("way", ["dynamo20_slim", "legacy17_slim"])
+def test_efficientnet_lite0_matches_onnxruntime_on_photos(effnet: Dict[str, Path], way: str) -> None:
+    """The real ImageNet weights: same top-1 as onnxruntime on every photo, and chelsea is a cat."""
+    logits, reference = assert_parity(effnet[way], photo_batch(224, mean=(0.5,) * 3, std=(0.5,) * 3))
+    assert np.array_equal(logits.argmax(1), reference.argmax(1))
+    assert logits[0].argmax() in range(281, 286)  # ImageNet's cat classes
+
+
+@pytest.mark.convert
+@pytest.mark.slow
+def test_slide_swin_tiny_matches_onnxruntime(tmp_path: Path) -> None:
+    paths = _export("slide_swin_tiny", tmp_path, (1, 3, 224, 224))
+    for way in ("dynamo20_slim", "legacy17_slim"):
+        assert_parity(paths[way], photo_batch(224)[:2])
+
+
+def test_batch_run_equals_single_runs_and_is_thread_safe(tmp_path: Path) -> None:
+    path = make_fixture_onnx(tmp_path / "fixture.onnx")
+    backend = create_backend(open_model_file(path), "numpy", threads=1)
+    assert backend.thread_safe and backend.dynamic_batch and backend.input_shape == (None, 3, 32, 32)
+    batch = photo_batch(32)
+    whole = backend.run(batch)
+    singles = np.concatenate([backend.run(x[None]) for x in batch])
+    np.testing.assert_allclose(whole, singles, rtol=1e-5, atol=1e-6)
+    results: Dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            results[i] = backend.run(batch[i:i + 1])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batch))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(np.concatenate([results[i] for i in range(len(batch))]), singles)
+
+
+def test_wrong_input_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = make_fixture_onnx(tmp_path / "fixture.onnx")
+    backend = create_backend(open_model_file(path), "numpy", threads=1)
+    with pytest.raises(ModelError, match=r"input must be float32 \[\?, 3, 32, 32\], got float32 \[1, 3, 28, 28\]"):
+        backend.run(np.zeros((1, 3, 28, 28), np.float32))
+    with pytest.raises(ModelError, match="got float64"):
+        backend.run(np.zeros((1, 3, 32, 32)))
+
+
+# --------------------------------------------------------------------------------------------- refusals
+
+def _tiny_model(path: Path, nodes: list, opset: int = 17, inits: "list | None" = None) -> Path:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits or [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unsupported_op_is_refused_naming_it(tmp_path: Path) -> None:
+    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("HardSwish", ["x"], ["y"])])
+    model_file = open_model_file(path)
+    assert create_backend(model_file, "onnxruntime", threads=1).run(np.ones((1, 4), np.float32)).shape == (1, 4)
+    with pytest.raises(ModelError) as caught:
+        create_backend(model_file, "numpy", threads=1)
+    assert str(caught.value) == (f"{path} uses ONNX op 'HardSwish' which the numpy backend does not implement; "
+                                 'install onnxruntime: pip install "slidelite[onnx]"')
+
+
+def test_contrib_domain_op_and_old_opset_are_refused(tmp_path: Path) -> None:
+    contrib = _tiny_model(tmp_path / "contrib.onnx", [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")])
+    with pytest.raises(ModelError, match="uses ONNX op 'com.microsoft.Gelu' which the numpy backend"):
+        create_backend(open_model_file(contrib), "numpy", threads=1)
+    old = _tiny_model(tmp_path / "old.onnx", [helper.make_node("Relu", ["x"], ["y"])], opset=11)
+    with pytest.raises(ModelError, match="uses ONNX opset 11, the numpy backend runs opsets 13-23"):
+        create_backend(open_model_file(old), "numpy", threads=1)
+
+
+def test_broken_graphs_are_model_errors(tmp_path: Path) -> None:
+    dangling = _tiny_model(tmp_path / "dangling.onnx", [helper.make_node("Add", ["x", "nowhere"], ["y"])])
+    with pytest.raises(ModelError, match="reads 'nowhere', which nothing produces"):
+        create_backend(open_model_file(dangling), "numpy", threads=1)
+    cycle = _tiny_model(tmp_path / "cycle.onnx", [helper.make_node("Add", ["x", "b"], ["a"]),
+                                                  helper.make_node("Relu", ["a"], ["b"]),
+                                                  helper.make_node("Identity", ["a"], ["y"])])
+    with pytest.raises(ModelError, match="has a cycle"):
+        create_backend(open_model_file(cycle), "numpy", threads=1)
+    bad_shape = _tiny_model(tmp_path / "bad_reshape.onnx",
+                            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                            inits=[numpy_helper.from_array(np.array([3, 5], np.int64), "shape")])
+    backend = create_backend(open_model_file(bad_shape), "numpy", threads=1)
+    with pytest.raises(ModelError, match=r"inference failed at node '' \(Reshape\)"):
+        backend.run(np.ones((1, 4), np.float32))
+
+
+def test_inconsistent_initializer_is_a_model_error(tmp_path: Path) -> None:
+    weight = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    weight.dims[:] = [5]  # 4 floats of raw_data for a 5-element shape
+    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("Add", ["x", "w"], ["y"])], inits=[weight])
+    with pytest.raises(ModelError, match="shape \\[5\\] needs 20 bytes, raw_data has 16"):
+        create_backend(open_model_file(path), "numpy", threads=1)
+
+
+@pytest.fixture(scope="module")
+def fixture_bytes(tmp_path_factory) -> bytes:
+    return make_fixture_onnx(tmp_path_factory.mktemp("fuzz") / "fixture.onnx").read_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0), edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)),
+                                                     max_size=6))
+def test_corrupted_files_load_or_raise_model_error(tmp_path: Path, fixture_bytes: bytes, cut: int,
+                                                   edits: list) -> None:
+    """Truncated or byte-flipped files never crash, hang or raise anything but ModelError."""
+    blob = bytearray(fixture_bytes[:len(fixture_bytes) - cut % len(fixture_bytes)])
+    for position, value in edits:
+        blob[position % len(blob)] = value
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(bytes(blob))
+    model_file = ModelFile(path=path, format="onnx", size=len(blob), metadata=None)  # bypass open's own checks
+    try:
+        backend = NumpyBackend(model_file, threads=1)
+        backend.run(np.zeros((1, 3, 32, 32), np.dtype(backend.input_dtype)))
+    except ModelError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+
+
+# --------------------------------------------------------------------------------------------- without onnxruntime
+
+def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) -> None:
+    """With onnxruntime (and onnx, torch) unimportable, ``classify`` picks the numpy backend by itself and
+    gives the same scores as onnxruntime does."""
+    assert is_available("numpy")
+    model = make_fixture_onnx(tmp_path / "fixture.onnx")
+    sample = ROOT / "slidelite" / "samples" / "chelsea.jpg"
+    blocker = textwrap.dedent("""
+        import importlib.abc, sys
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("onnxruntime", "onnx", "torch"):
+                    raise ImportError(name + " is blocked")
+        sys.meta_path.insert(0, Blocker())
+        from slidelite.cli import main
+        main(sys.argv[1:])
+    """)
+    args = ["classify", "--model", str(model), "--json", "--top-k", "3", str(sample)]
+    blocked = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, cwd=ROOT)
+    normal = subprocess.run([sys.executable, "-m", "slidelite", *args, "--backend", "onnxruntime"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert blocked.returncode == 0 and normal.returncode == 0, blocked.stderr + normal.stderr
+    got, want = json.loads(blocked.stdout), json.loads(normal.stdout)
+    assert [c["label"] for c in got["categories"]] == [c["label"] for c in want["categories"]]
+    np.testing.assert_allclose([c["score"] for c in got["categories"]], [c["score"] for c in want["categories"]],
+                               atol=1e-5)
