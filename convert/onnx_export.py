@@ -43,9 +43,16 @@ def export_onnx(module: Any, path: Path, input_shape: Tuple[int, int, int, int],
                               input_names=[input_name], output_names=[output_name], dynamic_shapes=dynamic_shapes,
                               external_data=False, optimize=True, verbose=False)
     except Exception as exc:  # the exporter raises many unrelated types; report its message in one line
-        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
-        raise ConversionError(f"ONNX export of {type(module).__name__} failed: {detail[0] if detail else type(exc).__name__}") from None
+        raise ConversionError(f"ONNX export of {type(module).__name__} failed: {_export_failure(exc)}") from None
     return Path(path)
+
+
+def _export_failure(exc: Exception) -> str:
+    """The informative line of an exporter error: the root cause from its "Exception summary", else line one."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    summary = text.partition("## Exception summary")[2].strip().splitlines()
+    line = summary[0] if summary else (text.splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", line).strip()
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """The converter pipeline: named steps over a :class:`ConversionJob`, orchestrated by :func:`convert`.
 
-    load_model -> reparameterize -> validation_set -> export (ONNX | TFLite) -> simplify -> [int8]
-    -> embed metadata -> verify (fp32 gate, int8 gate) -> report
+    load_model -> reparameterize -> validation_set -> export (ONNX | TFLite) -> simplify -> verify fp32
+    -> [int8 -> verify int8] -> latency -> embed metadata -> stage + rename -> report
 
 Each step is a function in its own module and is usable on its own (tests call them one by one; the
 TFLite route, :func:`slidelite.convert.tflite.convert_tflite`, reuses load, re-parameterize, the
@@ -10,14 +10,18 @@ calibration data, the metadata builder, the verify gates and the atomic output).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Dict, Iterator, Tuple
 
 import numpy as np
+
 from slidelite.metadata import ModelMetadata
 
-from .calibration import CalibrationSet, ImageFolderReader, load_calibration_set
+from .calibration import CalibrationSet, ImageFolderReader, image_files, load_calibration_set
 from .errors import ConversionError
 from .job import ConversionJob, ConversionResult, LoadedModel
 from .labels import resolve_labels
@@ -27,7 +31,8 @@ from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logi
 from .output import check_output_path, staged_output
 from .quantize import get_recipe, quantize_onnx
 from .report import format_report, measure_latency
-from .verify import Parity, check_fp32, check_int8, compare_logits, torch_logits
+from .verify import check_fp32, check_int8, compare_logits, torch_logits
+
 
 def validation_set(job: ConversionJob, metadata: ModelMetadata) -> CalibrationSet:
     """Images for calibration and verification: ``job.calib``, else the sample photos shipped with the runtime."""
@@ -42,7 +47,7 @@ def default_validation_folder() -> Path:
     return Path(slidelite.__file__).resolve().parent / "samples"
 
 
-def prepare(job: ConversionJob) -> "tuple[LoadedModel, ModelMetadata, CalibrationSet]":
+def prepare(job: ConversionJob) -> Tuple[LoadedModel, ModelMetadata, CalibrationSet]:
     """Steps shared by every format: check the output path, load, re-parameterize, labels, fp32 metadata, images."""
     if job.int8:
         if job.format == "onnx":
@@ -50,6 +55,8 @@ def prepare(job: ConversionJob) -> "tuple[LoadedModel, ModelMetadata, Calibratio
         if job.calib is None:
             raise ConversionError("--int8 needs calibration images: pass --calib DIR (a folder of photos)")
     check_output_path(job.output, job.overwrite)
+    if job.calib is not None:
+        image_files(Path(job.calib))  # fail on a missing or empty folder before the slow steps
     loaded = reparameterize(load_model(job))
     labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
     metadata = build_metadata(loaded, labels, name=job.name)
@@ -77,45 +84,66 @@ def _tflite_route():
     return module.convert_tflite
 
 
+@contextlib.contextmanager
+def _step(bar: Any, name: str) -> Iterator[None]:
+    """Show ``name`` on the step progress bar while it runs, then advance the bar."""
+    bar.set_description(f"convert: {name}")
+    yield
+    bar.update()
+
+
 def convert_onnx(job: ConversionJob) -> ConversionResult:
-    """The ONNX route: export, simplify, check rank, [int8], embed metadata, verify, stage and rename."""
-    loaded, metadata, images = prepare(job)
-    reference = torch_logits(loaded.module, images.inputs)
-    warnings = [images.skipped_summary()] if images.skipped else []
-    with tempfile.TemporaryDirectory(prefix="slidelite-convert-") as work:
+    """The ONNX route: export, simplify, check rank, verify fp32, [int8 + verify], embed metadata, stage, rename."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=5 + int(job.int8) + int(bool(job.latency_runs)), unit="step", disable=not job.progress,
+               leave=False)
+    with bar, tempfile.TemporaryDirectory(prefix="slidelite-convert-") as work:
+        with _step(bar, "load"):
+            loaded, metadata, images = prepare(job)
+            reference = torch_logits(loaded.module, images.inputs)
+        warnings = [images.skipped_summary()] if images.skipped else []
         fp32 = Path(work) / "fp32.onnx"
-        export_onnx(loaded.module, fp32, loaded.input_shape(1), opset=job.opset, dynamic_batch=job.dynamic_batch)
-        simplify_onnx(fp32)
-        over = max_tensor_rank(fp32)
+        with _step(bar, "export ONNX"):
+            export_onnx(loaded.module, fp32, loaded.input_shape(1), opset=job.opset, dynamic_batch=job.dynamic_batch)
+        with _step(bar, "simplify"):
+            simplify_onnx(fp32)
+            over = max_tensor_rank(fp32)
         if over:
             name, rank = next(iter(over.items()))
             warnings.append(f"{len(over)} tensor(s) above 4-D remain (e.g. {name}: rank {rank})")
-        final_logits = onnx_logits(fp32, images.inputs, job.threads)
-        fp32_parity = compare_logits(reference, final_logits)
-        check_fp32(fp32_parity, str(job.output))
+        with _step(bar, "verify fp32"):
+            final_logits = onnx_logits(fp32, images.inputs, job.threads)
+            fp32_parity = compare_logits(reference, final_logits)
+            check_fp32(fp32_parity, str(job.output))
         final, int8_parity = fp32, None
         if job.int8:
-            recipe = get_recipe(job.int8_recipe)
-            reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
-            final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
-            final_logits = onnx_logits(final, images.inputs, job.threads)
-            int8_parity = compare_logits(reference, final_logits)
-            forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
+            with _step(bar, f"int8 ({job.int8_recipe})"):
+                recipe = get_recipe(job.int8_recipe)
+                reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
+                final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
+                final_logits = onnx_logits(final, images.inputs, job.threads)
+                int8_parity = compare_logits(reference, final_logits)
+                forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
             warnings += [forced] if forced else []
-        metrics = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
+        sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if job.int8 else {})}
+        latency: Dict[str, float] = {}
+        if job.latency_runs:
+            with _step(bar, "latency"):
+                latency = measure_latency({"fp32": fp32, **({"int8": final} if job.int8 else {})},
+                                          images.inputs[:1], job.threads, job.latency_runs)
+        metrics: Dict[str, Any] = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
         if int8_parity is not None:
             metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=job.int8_recipe)
-        precision = "int8" if job.int8 else "fp32"
-        final_meta = build_metadata(loaded, metadata.labels, precision=precision, name=job.name, metrics=metrics)
-        sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if job.int8 else {})}
-        latency = measure_latency({"fp32": fp32, **({"int8": final} if job.int8 else {})}, images.inputs[:1],
-                                  job.threads, job.latency_runs) if job.latency_runs else {}
-        with staged_output(job.output) as staged:
+        final_meta = build_metadata(loaded, metadata.labels, precision="int8" if job.int8 else "fp32", name=job.name,
+                                    metrics=metrics)
+        with _step(bar, "write"), staged_output(job.output) as staged:
             embed_metadata(final, final_meta, staged)
-            if not np.allclose(onnx_logits(staged, images.inputs[:1], job.threads), final_logits[:1], rtol=1e-5, atol=1e-6):
+            if not np.allclose(onnx_logits(staged, images.inputs[:1], job.threads), final_logits[:1],
+                               rtol=1e-5, atol=1e-6):
                 raise ConversionError(f"{job.output}: the written file does not reproduce the verified graph")
-    result = ConversionResult(output=Path(job.output), metadata=final_meta, fp32_parity=fp32_parity.__dict__,
-                              int8_agreement=int8_parity.__dict__ if int8_parity else None, sizes=sizes,
+    result = ConversionResult(output=Path(job.output), metadata=final_meta, fp32_parity=asdict(fp32_parity),
+                              int8_agreement=asdict(int8_parity) if int8_parity else None, sizes=sizes,
                               latency_ms=latency, warnings=warnings)
     result.report = format_report(result)
     return result

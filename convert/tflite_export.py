@@ -20,7 +20,7 @@ import io
 import operator
 import warnings
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Iterator, List, Sequence, Tuple
 
 from .errors import ConversionError
 
@@ -75,17 +75,14 @@ def export_tflite(adapter: Any, path: Path, input_shape: Tuple[int, int, int, in
     """
     import torch
 
-    try:
-        import litert_torch
-    except ImportError as exc:
-        raise ConversionError(f"the TFLite route needs litert-torch ({exc}); run scripts/setup_tflite.sh or "
-                              'pip install "slidelite[tflite-convert]"') from None
     example = (torch.zeros(input_shape),)
-    log = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            warnings.simplefilter("ignore")
+        with _quiet():
+            import litert_torch
+
             litert_torch.convert(adapter, example).export(str(path))
+    except ImportError as exc:
+        raise ConversionError(f"the TFLite route needs litert-torch ({exc}); run scripts/setup_tflite.sh") from None
     except Exception as exc:  # litert-torch raises AssertionError/RuntimeError/... from many layers
         raise ConversionError(f"TFLite conversion of {type(adapter.model).__name__} failed: "
                               f"{explain_lowering_failure(adapter, example, exc)}") from None
@@ -115,8 +112,7 @@ def unlowerable_ops(module: Any, example: Tuple[Any, ...]) -> List[Tuple[str, st
     from litert_torch import fx_infra
     from litert_torch.backend import lowerings
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with _quiet():
         program = torch.export.export(module, example)
         program = fx_infra.safe_run_decompositions(program, fx_infra.decomp.pre_lower_decomp(), can_skip=False)
     found: List[Tuple[str, str]] = []
@@ -130,6 +126,16 @@ def unlowerable_ops(module: Any, example: Tuple[Any, ...]) -> List[Tuple[str, st
         if entry not in found:
             found.append(entry)
     return found
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hold back what litert-torch, torch.export, jax and the MLIR converter print (Python and native)."""
+    from slidelite.backends.litert_backend import held_native_stderr
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), held_native_stderr():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _module_name(entry: Tuple[str, Any]) -> str:
