@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidelite.backends import (BACKEND_NAMES, BACKENDS, available_backends, create_backend, physical_cores,
-                                resolve_threads)
+from slidelite.backends import (BACKEND_NAMES, BACKENDS, INSTALL_DOC_HINT, available_backends, create_backend,
+                                physical_cores, resolve_threads)
 from slidelite.backends._onnx_reader import ProtobufError, iter_fields, model_metadata_props
 from slidelite.errors import BackendUnavailableError, MetadataError, ModelError, UsageError
 from slidelite.model_file import check_signature, open_model_file, read_metadata
@@ -184,14 +184,14 @@ def test_missing_tflite_engine_names_the_extra(tmp_path, block):
     assert available_backends("tflite") == []
     with pytest.raises(BackendUnavailableError) as exc:
         create_backend(model)
-    assert str(exc.value) == f'no backend for {model.path}: pip install "slidelite[litert]"'
+    assert str(exc.value) == f'no backend for {model.path}: pip install "slidelite[litert]" ({INSTALL_DOC_HINT})'
 
 
 def test_missing_onnx_engine_names_the_extra(onnx_model, block):
     block("onnxruntime", "slidelite.backends.numpy_backend")
     with pytest.raises(BackendUnavailableError) as exc:
         create_backend(open_model_file(onnx_model))
-    assert str(exc.value) == f'no backend for {onnx_model}: pip install "slidelite[onnx]"'
+    assert str(exc.value) == f'no backend for {onnx_model}: pip install "slidelite[onnx]" ({INSTALL_DOC_HINT})'
 
 
 def test_importing_the_registry_does_not_import_engines():

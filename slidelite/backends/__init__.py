@@ -47,8 +47,10 @@ BACKENDS: Dict[str, BackendSpec] = {
     "numpy": BackendSpec("slidelite.backends.numpy_backend:NumpyBackend", ("onnx",), None, None),
 }
 FORMATS: Tuple[str, ...] = ("onnx", "tflite")
+#: Where error messages send users whose platform lacks a backend wheel (per platform and Python version).
+INSTALL_DOC_HINT = "which backend installs on which platform: https://github.com/slidelite/slidelite/blob/main/docs/install.md"
 
-__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "available_backends", "backend_names_for", "check_backend_name",
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
            "create_backend", "is_available", "physical_cores", "resolve_threads"]
 
 
@@ -143,4 +145,4 @@ def _choose(model_file: "ModelFile", name: str) -> str:
             return candidate
     extra = BACKENDS[candidates[0]].extra
     hint = f'pip install "slidelite[{extra}]"' if extra else "reinstall slidelite"
-    raise BackendUnavailableError(f"no backend for {model_file.path}: {hint}")
+    raise BackendUnavailableError(f"no backend for {model_file.path}: {hint} ({INSTALL_DOC_HINT})")
