@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ModelError
+from ..model_file import tflite_subgraph_count
 from .base import Backend, Shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,8 +39,10 @@ class LiteRTBackend(Backend):
 
     def __init__(self, model_file: "ModelFile", threads: int) -> None:
         super().__init__(model_file, threads)
+        if not tflite_subgraph_count(model_file.path):  # the interpreter dereferences subgraph 0 (SIGSEGV)
+            raise ModelError(f"{model_file.path}: the TFLite model has no subgraph to run; convert it again")
         interpreter_class, self.version = self._engine()
-        with _held_native_stderr() as held:
+        with held_native_stderr() as held:
             try:
                 self._interpreter = interpreter_class(model_path=str(model_file.path), num_threads=threads)
                 self._refuse_known_aborts()
@@ -47,8 +50,11 @@ class LiteRTBackend(Backend):
             except (ValueError, RuntimeError) as exc:
                 detail = _first_line(exc, held())
                 raise ModelError(f"{model_file.path}: {self.name} cannot load the model ({detail})") from None
-        first_input = self._interpreter.get_input_details()[0]
-        first_output = self._interpreter.get_output_details()[0]
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if not inputs or not outputs:
+            raise ModelError(f"{model_file.path}: the model has no input or no output tensor; an image classifier "
+                             "needs both")
+        first_input, first_output = inputs[0], outputs[0]
         self._input_index = first_input["index"]
         self._output_index = first_output["index"]
         scale, zero_point = first_input["quantization"]
@@ -112,7 +118,7 @@ def _shape(detail: dict) -> Shape:
 
 
 @contextlib.contextmanager
-def _held_native_stderr() -> Iterator[Any]:
+def held_native_stderr() -> Iterator[Any]:
     """Redirect the process's stderr file descriptor into a temp file for the block; yields a function
     returning what was written so far (engines log from C++, below Python's ``sys.stderr``)."""
     try:

@@ -1,0 +1,231 @@
+"""TFLite int8 recipes vs fp32 for Slide-Swin-T at 224 in LiteRT (XNNPACK), measured side by side in one run.
+
+    .venv/bin/python benchmarks/tflite_int8.py [--model slide_swin_tiny] [--threads 2] [--runs 20]
+                                               [--calib-images 16] [--work tmp/tflite-int8]
+
+Steps: random-init model (seed 0), re-parameterized, behind the NHWC RGB 0..255 adapter, exported by the
+converter's own litert-torch step; every int8 recipe of ``slidelite.convert.tflite_quantize`` applied with
+the same calibration images (scikit-image photos and crops, read through the runtime's preprocessing);
+then, for fp32 and each recipe:
+
+* size ratio, top-1 agreement and worst cosine vs fp32 on all photos (calibration + held-out crops);
+* latency: whole-model p50, timed interleaved (fp32, recipe A, recipe B, fp32, ...) by ``slidelite.bench``;
+* per-op profile: LiteRT's Python API has no op profiler, so each distinct operator (type, shapes,
+  dtypes) is cut out into a one-op model with its real weights and quantization, run in LiteRT with the
+  same threads (XNNPACK takes it when it supports it, else the built-in kernel runs, exactly as in the
+  whole model), and its median time is multiplied by how often it occurs. The sum is shown next to the
+  whole-model time: the gap is the cost of leaving and re-entering XNNPACK between partitions.
+
+Files are cached in ``--work`` (git-ignored ``tmp/``), so a second run re-times without re-converting.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def export_fp32(model_name: str, path: Path, size: int) -> None:
+    """Random-init ``model_name`` (seed 0), re-parameterized, NHWC adapter, litert-torch fp32 at ``path``."""
+    import torch
+
+    from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
+    from slidelite.zoo import create_model, get_pretrained_cfg, reparameterize_model
+
+    torch.manual_seed(0)
+    cfg = get_pretrained_cfg(model_name)
+    module = reparameterize_model(create_model(model_name).eval())
+    adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
+    export_tflite(adapter, path, nhwc_rgb_shape((size, size)))
+
+
+def photo_inputs(folder: Path, size: int, crop_pct: float) -> np.ndarray:
+    """(N, size, size, 3) float32 pixels of the sample photos and their crops, as the runtime prepares them."""
+    from slidelite.convert.calibration import load_calibration_set
+    from slidelite.convert.samples import write_sample_photos
+    from slidelite.metadata import InputSpec, ModelMetadata, OutputSpec, PreprocessSpec
+
+    write_sample_photos(folder)
+    meta = ModelMetadata(name="bench", labels=("x",), input=InputSpec("input", size, size, "NHWC"),
+                         preprocess=PreprocessSpec(crop_pct=crop_pct, mean=(0.0,), std=(1 / 255,)),
+                         output=OutputSpec("logits"))
+    return load_calibration_set(folder, meta).inputs
+
+
+def logits(path: Path, inputs: np.ndarray, threads: int) -> np.ndarray:
+    """LiteRT logits of every input (the runtime's backend; float inputs are quantized for uint8 models)."""
+    from slidelite.backends.litert_backend import LiteRTBackend
+    from slidelite.model_file import open_model_file
+
+    backend = LiteRTBackend(open_model_file(path), threads)
+    out = np.concatenate([backend.run(x[None]) for x in inputs])
+    backend.close()
+    return out
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float]:
+    """(top-1 agreement, worst cosine) of ``got`` vs ``ref``."""
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    return float((ref.argmax(1) == got.argmax(1)).mean()), float(cos.min())
+
+
+def whole_model_latency(paths: Dict[str, Path], threads: int, runs: int) -> Dict[str, float]:
+    """p50 ms of each model, interleaved by ``slidelite.bench``."""
+    from slidelite.bench import BenchSettings, TargetSpec, run_benchmark
+
+    report = run_benchmark([TargetSpec(str(p), "litert") for p in paths.values()],
+                           BenchSettings(warmup=3, runs=runs, threads=threads))
+    return {label: t["latency_ms"]["p50"] for label, t in zip(paths, report["targets"])}
+
+
+# ------------------------------------------------------------------------------------------- op profile
+
+
+def op_profile(path: Path, threads: int, runs: int = 5) -> Dict[str, float]:
+    """``{op type: total ms}`` over the whole graph, from isolated one-op models (see the module docstring)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    groups: Dict[tuple, List[int]] = collections.defaultdict(list)
+    for index, op in enumerate(graph.operators):
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
+        key = (kind, tuple((tuple(graph.tensors[t].shape if graph.tensors[t].shape is not None else ()), graph.tensors[t].type) for t in op.inputs if t >= 0))
+        groups[key].append(index)
+    totals: Dict[str, float] = collections.defaultdict(float)
+    for (kind, _), members in groups.items():
+        totals[kind] += _time_one_op(model, graph, members[0], threads, runs) * len(members)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def _time_one_op(model, graph, index: int, threads: int, runs: int) -> float:
+    """Median ms of operator ``index`` alone: its constant inputs keep their buffers, the others become inputs."""
+    import copy
+
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    op = copy.deepcopy(graph.operators[index])
+    used = [t for t in list(op.inputs) + list(op.outputs) if t >= 0]
+    remap = {old: new for new, old in enumerate(dict.fromkeys(used))}
+    buffers = [schema.BufferT()]
+    tensors = []
+    for old in remap:
+        tensor = copy.copy(graph.tensors[old])
+        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+        if data is not None and len(data) and old not in op.outputs:
+            buffers.append(model.buffers[tensor.buffer])
+            tensor.buffer = len(buffers) - 1
+        else:
+            tensor.buffer = 0
+        tensors.append(tensor)
+    sub = schema.SubGraphT()
+    sub.tensors = tensors
+    sub.inputs = [remap[t] for t in op.inputs if t >= 0 and tensors[remap[t]].buffer == 0]
+    sub.outputs = [remap[t] for t in op.outputs]
+    op.inputs = [remap[t] if t >= 0 else -1 for t in op.inputs]
+    op.outputs = [remap[t] for t in op.outputs]
+    sub.operators = [op]
+    one = schema.ModelT()
+    one.version, one.operatorCodes, one.subgraphs, one.buffers = model.version, model.operatorCodes, [sub], buffers
+    interpreter = Interpreter(model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(one)), num_threads=threads)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for detail in interpreter.get_input_details():
+        dtype = np.dtype(detail["dtype"])
+        value = (rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, detail["shape"]) if dtype.kind in "iu"
+                 else rng.standard_normal(detail["shape"]))
+        interpreter.set_tensor(detail["index"], value.astype(dtype))
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times[1:]))
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    """Parse options, build or reuse the files, measure, print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="slide_swin_tiny")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--calib-images", type=int, default=16)
+    parser.add_argument("--profile-runs", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=ROOT / "tmp" / "tflite-int8")
+    args = parser.parse_args()
+
+    from slidelite.convert.tflite_quantize import RECIPES, quantize_tflite
+    from slidelite.zoo import get_pretrained_cfg
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    inputs = photo_inputs(args.work / "photos", args.size, get_pretrained_cfg(args.model).crop_pct)
+    calibration = inputs[np.linspace(0, len(inputs) - 1, min(args.calib_images, len(inputs))).round().astype(int)]
+    paths = {"fp32": args.work / f"{args.model}-fp32.tflite"}
+    started = time.perf_counter()
+    if not paths["fp32"].is_file():
+        export_fp32(args.model, paths["fp32"], args.size)
+    print(f"fp32 export: {time.perf_counter() - started:.0f} s", flush=True)
+    for name, recipe in RECIPES.items():
+        paths[name] = args.work / f"{args.model}-{name}-c{len(calibration)}.tflite"
+        started = time.perf_counter()
+        if not paths[name].is_file():
+            quantize_tflite(paths["fp32"], paths[name], recipe, calibration)
+        print(f"{name}: quantized in {time.perf_counter() - started:.0f} s", flush=True)
+
+    ref = logits(paths["fp32"], inputs, args.threads)
+    latency = whole_model_latency(paths, args.threads, args.runs)
+    fp32_size = paths["fp32"].stat().st_size
+    print(f"\n{args.model} {args.size}x{args.size}, LiteRT {_litert_version()} XNNPACK, {args.threads} threads, "
+          f"{len(inputs)} photos ({len(calibration)} used for calibration), cpu: {_cpu()}")
+    print(f"{'model':<16}{'size MB':>9}{'size x':>8}{'p50 ms':>9}{'speed-up':>10}{'top-1 agree':>13}{'min cos':>9}")
+    for name, path in paths.items():
+        agree, cos = agreement(ref, logits(path, inputs, args.threads)) if name != "fp32" else (1.0, 1.0)
+        size = path.stat().st_size
+        print(f"{name:<16}{size / 1e6:>9.1f}{size / fp32_size:>8.3f}{latency[name]:>9.1f}"
+              f"{latency['fp32'] / latency[name]:>9.2f}x{agree:>13.3f}{cos:>9.4f}")
+
+    profiles = {name: op_profile(path, args.threads, args.profile_runs) for name, path in paths.items()}
+    kinds = sorted({k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
+    print("\nper-op profile (ms per inference, isolated one-op models; % of the column's sum)")
+    print(f"{'op':<22}" + "".join(f"{name:>22}" for name in profiles))
+    for kind in kinds[:14]:
+        cells = [f"{p.get(kind, 0):>12.2f} ({100 * p.get(kind, 0) / sum(p.values()):>4.1f}%)" for p in profiles.values()]
+        print(f"{kind:<22}" + "".join(f"{c:>22}" for c in cells))
+    print(f"{'sum of ops':<22}" + "".join(f"{sum(p.values()):>22.1f}" for p in profiles.values()))
+    print(f"{'whole model p50':<22}" + "".join(f"{latency[name]:>22.1f}" for name in profiles))
+
+
+def _litert_version() -> str:
+    import ai_edge_litert
+
+    return getattr(ai_edge_litert, "__version__", "?")
+
+
+def _cpu() -> str:
+    from slidelite.bench import cpu_model
+
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
+    return f"{cpu_model()} ({', '.join(isa) or 'no AVX2'})"
+
+
+if __name__ == "__main__":
+    main()
