@@ -262,7 +262,7 @@ class _Reader:
 
     def number(self, obj: Mapping[str, Any], key: str, where: str, low: float, high: float) -> float:
         value = self.field(obj, key, where)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite_number(value):
             raise self.fail(f"field '{where}.{key}' must be a number")
         if not low <= value <= high:
             raise self.fail(f"field '{where}.{key}' = {value} is outside [{low}, {high}]")
@@ -278,9 +278,7 @@ class _Reader:
 
     def vector(self, obj: Mapping[str, Any], key: str, where: str, positive: bool = False) -> Tuple[float, ...]:
         value = self.field(obj, key, where)
-        if not isinstance(value, list) or not value or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-        ):
+        if not isinstance(value, list) or not value or not all(_finite_number(v) for v in value):
             raise self.fail(f"field '{where}.{key}' must be a non-empty list of numbers")
         if positive and any(v <= 0 for v in value):
             raise self.fail(f"field '{where}.{key}' must hold positive numbers")
@@ -303,6 +301,16 @@ class _Reader:
         if not all(isinstance(v, str) for v in value):
             raise self.fail("field 'labels' must hold only strings")
         return tuple(value)
+
+
+def _finite_number(value: Any) -> bool:
+    """True for a finite JSON number that fits in a float (not a bool, not an integer like 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def read_labels_file(path: str) -> List[str]:

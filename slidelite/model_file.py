@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMATS = ("onnx", "tflite")
 TFLITE_IDENTIFIER = b"TFL3"
-_TFLITE_MODEL_BUFFERS = 4  # Model.buffers field index
+_TFLITE_MODEL_SUBGRAPHS, _TFLITE_MODEL_BUFFERS = 2, 4  # Model field indices
 _TFLITE_BUFFER_DATA, _TFLITE_BUFFER_OFFSET, _TFLITE_BUFFER_SIZE = 0, 1, 2
 
 
@@ -126,6 +126,22 @@ def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> N
         )
     if backend.input_dtype != inp.dtype:
         raise MetadataError(f"{name}: metadata input dtype {inp.dtype} does not match the model's {backend.input_dtype}")
+
+
+def tflite_subgraph_count(path: Union[str, "os.PathLike[str]"]) -> int:
+    """How many subgraphs the TFLite file at ``path`` declares (0: nothing to run; the engines crash on it).
+
+    Raises:
+        ModelError: the file cannot be read or its root table lies outside the file.
+    """
+    try:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            subgraphs = _table_field(data, _u32(data, 0), _TFLITE_MODEL_SUBGRAPHS)
+            return 0 if subgraphs is None else _u32(data, subgraphs + _u32(data, subgraphs))
+    except (struct.error, IndexError, ValueError):
+        raise ModelError(f"{path}: truncated TFLite model file; download or convert it again") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
 
 
 def _shape_text(shape: Tuple[Optional[int], ...]) -> str:

@@ -36,6 +36,10 @@ _RESAMPLING = {
     "hamming": Image.Resampling.HAMMING,
 }
 _INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+#: When the resize before the centre crop would make an image larger than this, only the source region under
+#: the crop is resized (same geometry; values may differ by a few levels). Only extreme aspect ratios get
+#: here (a 1 x 100000 strip would otherwise become gigabytes); it bounds their time and memory.
+MAX_RESIZED_PIXELS = 1 << 22
 
 
 def resized_size(width: int, height: int, metadata: ModelMetadata) -> Tuple[int, int]:
@@ -58,10 +62,14 @@ def resize_and_crop(image: Image.Image, metadata: ModelMetadata) -> Image.Image:
     pre, inp = metadata.preprocess, metadata.input
     img = to_color_mode(image, pre.color_mode)
     size = resized_size(img.width, img.height, metadata)
+    top = int(round((size[1] - inp.height) / 2.0))
+    left = int(round((size[0] - inp.width) / 2.0))
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:  # extreme aspect ratio: resize only the region under the crop
+        sx, sy = img.width / size[0], img.height / size[1]
+        box = (left * sx, top * sy, (left + inp.width) * sx, (top + inp.height) * sy)
+        return img.resize((inp.width, inp.height), _RESAMPLING[pre.interpolation], box=box)
     if size != img.size:
         img = img.resize(size, _RESAMPLING[pre.interpolation])
-    top = int(round((img.height - inp.height) / 2.0))
-    left = int(round((img.width - inp.width) / 2.0))
     if (left, top, inp.width, inp.height) != (0, 0, img.width, img.height):
         img = img.crop((left, top, left + inp.width, top + inp.height))
     return img

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import click
@@ -48,7 +49,11 @@ def error_boundary(command: F) -> F:
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
-            code = command(*args, **kwargs)
+            with warnings.catch_warnings():
+                # Pillow warns on stderr before the runtime refuses a decompression bomb or ignores corrupt
+                # EXIF data; the runtime's own one-line message (or the result) is what the user gets.
+                warnings.filterwarnings("ignore", module=r"PIL\.")
+                code = command(*args, **kwargs)
         except SlideliteError as exc:
             print_error(str(exc))
             code = exc.exit_code

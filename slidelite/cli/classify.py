@@ -75,11 +75,14 @@ class CsvWriter:
 @click.option("--deny", multiple=True, metavar="LABEL", help="Drop these labels (repeatable).")
 @backend_option
 @threads_option
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Refuse images with more than N pixels. Default: Pillow's decompression-bomb limit.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per image.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: header, then one row per image and category.")
 @error_boundary
 def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold: float, allow: Sequence[str],
-            deny: Sequence[str], backend: str, threads: Optional[int], as_json: bool, as_csv: bool) -> int:
+            deny: Sequence[str], backend: str, threads: Optional[int], max_pixels: Optional[int], as_json: bool,
+            as_csv: bool) -> int:
     """Classify images: files, folders (searched recursively) and glob patterns.
 
     \b
@@ -94,7 +97,7 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
 
     options = ClassifierOptions(model=model, backend=backend, threads=threads, max_results=top_k,
                                 score_threshold=threshold, category_allowlist=tuple(allow),
-                                category_denylist=tuple(deny))
+                                category_denylist=tuple(deny), max_image_pixels=max_pixels)
     writer: Writer = JsonWriter() if as_json else CsvWriter() if as_csv else HumanWriter()
     with Classifier.create_from_options(options) as classifier:
         failed = classify_all(classifier, iter_inputs(paths), writer)
