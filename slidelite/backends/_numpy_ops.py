@@ -119,17 +119,20 @@ def erf(x: np.ndarray) -> np.ndarray:
     """The error function, elementwise, in ``x``'s float dtype (numpy has no erf)."""
     z = np.clip(x, -4.0, 4.0)
     z2 = z * z
-    p = np.full_like(z2, _ERF_P[0])
-    for c in _ERF_P[1:]:
-        p *= z2
-        p += c
-    q = np.full_like(z2, _ERF_Q[0])
-    for c in _ERF_Q[1:]:
-        q *= z2
-        q += c
+    p, q = _horner(z2, _ERF_P), _horner(z2, _ERF_Q)
     p *= z
     p /= q
     return p
+
+
+def _horner(z: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """The polynomial with ``coefficients`` (highest power first) at ``z``, in place on one new buffer."""
+    out = z * z.dtype.type(coefficients[0])
+    out += coefficients[1]
+    for c in coefficients[2:]:
+        out *= z
+        out += c
+    return out
 
 
 _simple("Erf", erf)

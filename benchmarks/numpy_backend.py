@@ -1,0 +1,87 @@
+"""The pure-numpy backend against onnxruntime, side by side on the same ONNX files, timed interleaved.
+
+    .venv/bin/python benchmarks/numpy_backend.py [--threads 1] [--runs 30] [--warmup 3] [--tiny] [--no-docs]
+
+Models (fp32, exported the converter's way: dynamo exporter, opset 20, onnxslim; cached in tmp/):
+the real ImageNet EfficientNet-Lite0 of the zoo (the default model's source), random-init
+re-parameterized ``slide_swin_micro`` (28x28 grey) and, with ``--tiny``, ``slide_swin_tiny`` (224x224).
+Per model, the two backends run one after the other in every round (the ``slidelite bench`` engine), so
+the shared machine's background load hits both alike; the printed ratio is numpy p50 / onnxruntime p50
+from this one run. BLAS threads are limited with the environment before numpy is imported (numpy has
+no portable API for it), onnxruntime gets the same ``intra_op_num_threads``.
+
+Writes ``benchmarks/results/numpy_backend.json`` and the ``numpy-backend`` section of docs/install.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (limit_threads must run before numpy is imported)
+
+MODELS = {  # name -> (zoo architecture, input shape, re-parameterize)
+    "efficientnet_lite0": ("efficientnet_lite0_imagenet", (1, 3, 224, 224), False),
+    "slide_swin_micro": ("slide_swin_micro", (1, 1, 28, 28), True),
+    "slide_swin_tiny": ("slide_swin_tiny", (1, 3, 224, 224), True),
+}
+
+
+def exported(name: str) -> Path:
+    """The cached fp32 ONNX export of model ``name`` (made on first use)."""
+    import torch
+
+    from slidelite.zoo import create_model, reparameterize_model
+
+    architecture, shape, reparameterize = MODELS[name]
+    torch.manual_seed(0)
+    module = create_model(architecture).eval()
+    if reparameterize:
+        module = reparameterize_model(module).eval()
+    return _common.export_onnx(module, _common.cache_path(name, ".fp32.onnx", module), shape)
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """Run the comparison and print one line per model."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="also slide_swin_tiny (slow with numpy)")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/install.md")
+    args = parser.parse_args(argv)
+    _common.limit_threads(args.threads)
+
+    names = [n for n in MODELS if args.tiny or n != "slide_swin_tiny"]
+    paths = {name: exported(name) for name in names}  # all exports happen before any timing
+    rows, reports = [], {}
+    for name, path in paths.items():
+        targets = [_common.runtime_target(f"{name} {engine}", path, engine, args.threads)
+                   for engine in ("onnxruntime", "numpy")]
+        result = _common.measure(targets, warmup=args.warmup, runs=args.runs)
+        ort, numpy_row = result.row(f"{name} onnxruntime"), result.row(f"{name} numpy")
+        row = {"model": name, "onnxruntime_p50_ms": ort["p50_ms"], "numpy_p50_ms": numpy_row["p50_ms"],
+               "ratio": result.ratio(f"{name} numpy", f"{name} onnxruntime"), "numpy_init_ms": numpy_row["init_ms"],
+               "onnxruntime_init_ms": ort["init_ms"], "runs": numpy_row["runs"]}
+        rows.append(row)
+        reports[name] = result.report
+        print(f"{name}: onnxruntime {row['onnxruntime_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms "
+              f"(p50, batch 1, {args.threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower", flush=True)
+
+    _common.save_json("numpy_backend", {"threads": args.threads, "rows": rows, "reports": reports})
+    table = _common.markdown_table(rows, [
+        ("model", "model (fp32 ONNX)"), ("onnxruntime_p50_ms", "onnxruntime p50 ms"),
+        ("numpy_p50_ms", "numpy p50 ms"), ("ratio", "numpy / onnxruntime"),
+        ("onnxruntime_init_ms", "onnxruntime load ms"), ("numpy_init_ms", "numpy load ms"), ("runs", "runs")])
+    body = (f"{table}\n\n{_common.environment_line(next(iter(reports.values())), args.threads)} "
+            f"Command: `.venv/bin/python benchmarks/numpy_backend.py --threads {args.threads} --runs {args.runs}"
+            f"{' --tiny' if args.tiny else ''}`.")
+    print(body)
+    if not args.no_docs:
+        _common.update_docs_section("numpy-backend", body, _common.ROOT / "docs" / "install.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
