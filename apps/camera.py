@@ -89,10 +89,15 @@ class Outputs:
         if config.preview_port is not None:
             self.preview = MjpegServer(config.preview_port)
             self.preview.start()
-            log.warning("preview on %s", self.preview.url)
-        self._pictures: List[Callable[[np.ndarray], None]] = [
-            sink for sink in (self.window and self.window.publish, self.recorder and self.recorder.write,
-                              self.preview and self.preview.publish) if sink]
+            log.info("preview on %s", self.preview.url)
+        # Everything that wants the annotated picture (the overlay is drawn once per frame for all of them).
+        self._pictures: List[Callable[[np.ndarray], None]] = []
+        if self.window:
+            self._pictures.append(self.window.publish)
+        if self.recorder:
+            self._pictures.append(self.recorder.write)
+        if self.preview:
+            self._pictures.append(self.preview.publish)
 
     def write(self, item: FrameResult) -> None:
         """Print the frame's line; draw the overlay once for the window, the recording and the preview."""

@@ -135,6 +135,7 @@ class StreamStats:
     elapsed_s: float = 0.0
     latency_ms_total: float = 0.0
     inference_ms_total: float = 0.0
+    idle_s: float = 0.0        # time the inference thread waited for a frame (the source was slower)
 
     @property
     def errors(self) -> int:
@@ -150,6 +151,7 @@ class StreamStats:
             "fps": round(self.classified / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
             "mean_latency_ms": round(self.latency_ms_total / done, 2),
             "mean_inference_ms": round(self.inference_ms_total / done, 2),
+            "idle_s": round(self.idle_s, 3),
         }
 
 
@@ -304,7 +306,7 @@ class LiveStream:
                 log.warning("reopen attempt %d failed: %s", attempts, exc)
                 continue
             self.stats.reopens += 1
-            log.warning("%s reopened after %d attempt(s)", self.source.name, attempts)
+            log.info("%s reopened after %d attempt(s)", self.source.name, attempts)
             return True
         return False
 
@@ -313,7 +315,9 @@ class LiveStream:
         meter = FpsMeter()
         try:
             while True:
+                waiting_since = time.monotonic()
                 frame = self._mailbox.take()
+                self.stats.idle_s += time.monotonic() - waiting_since
                 if frame is None:
                     return
                 self._classify(frame, meter)

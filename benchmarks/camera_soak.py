@@ -152,6 +152,9 @@ def main() -> int:
           f"{summary['mean_latency_ms']:.2f} ms (inference stage {summary['mean_inference_ms']:.2f} ms)")
     print(f"efficiency fps / (1 / latency) = {summary['fps']:.1f} / {1 / latency_s:.1f} = {efficiency:.3f} "
           f"(goal >= {EFFICIENCY_GOAL})")
+    overhead_s = summary["elapsed_s"] - stats.latency_ms_total / 1000.0 - stats.idle_s
+    print(f"inference thread: classifying {stats.latency_ms_total / 1000.0:.1f} s, waiting for a frame "
+          f"{stats.idle_s:.1f} s (source behind), everything else {overhead_s:.1f} s of {summary['elapsed_s']:.1f} s")
     print(f"for reference: classify alone in a loop before the soak {alone_ms:.2f} ms = {1000 / alone_ms:.1f} fps; "
           f"stream fps / that = {summary['fps'] * alone_ms / 1000:.3f}")
     print(f"frame age median: first {AGE_WINDOW} frames {first_age:.2f} ms, last {AGE_WINDOW} {last_age:.2f} ms")

@@ -163,3 +163,37 @@ def test_camera_help_lists_the_options():
     for option in ("--source", "--model", "--headless", "--json", "--max-frames", "--loop", "--record",
                    "--preview-port", "--backoff-initial"):
         assert option in done.stdout
+
+
+UNIT = Path(__file__).resolve().parents[1] / "apps" / "slidelite-camera.service"
+
+
+def unit_exec_start() -> List[str]:
+    import shlex
+
+    lines = [line for line in UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1
+    return shlex.split(lines[0].split("=", 1)[1])
+
+
+def test_systemd_unit_command_line_is_accepted_by_the_cli():
+    from slidelite.cli.camera import command
+
+    argv = unit_exec_start()
+    assert argv[0].endswith("/bin/slidelite") and argv[1] == "camera"
+    context = command.make_context("camera", argv[2:])  # raises on an unknown or malformed option
+    assert context.params["source"] == "picamera" and context.params["headless"] and context.params["as_json"]
+    assert "KillSignal=SIGTERM" in UNIT.read_text().splitlines()
+
+
+def test_systemd_unit_passes_systemd_analyze(tmp_path):
+    import shutil
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed on this machine")
+    venv_bin = Path(sys.executable).parent
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace(unit_exec_start()[0], str(venv_bin / "slidelite"))
+                    .replace("WorkingDirectory=/home/pi", f"WorkingDirectory={tmp_path}"))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -27,6 +27,17 @@ def _resolution(ctx: click.Context, param: click.Parameter, value: Optional[str]
     return int(width), int(height)
 
 
+def _log_to_stderr() -> None:
+    """Show the app's messages (preview URL, skipped frames, reopens) as ``camera: ...`` lines on stderr."""
+    log = logging.getLogger("slidelite.camera")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("camera: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 @click.command("camera")
 @click.option("--source", "-s", default="auto", show_default=True, metavar="SRC",
               help="'picamera', a camera index (0), a stream URL, a video file or an image folder; "
@@ -75,9 +86,7 @@ def command(source: str, model: Optional[str], backend: str, threads: Optional[i
     """
     from slidelite.apps.camera import CameraConfig, run  # lazy: `slidelite --help` must stay light
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("camera: %(message)s"))
-    logging.getLogger("slidelite.camera").addHandler(handler)
+    _log_to_stderr()
     config = CameraConfig(source=source, model=model, backend=backend, threads=threads, top_k=top_k,
                           headless=headless, json=as_json, max_frames=max_frames, loop=loop, source_fps=source_fps,
                           resolution=resolution, record=record, record_fps=record_fps, preview_port=preview_port,
