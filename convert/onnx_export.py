@@ -37,7 +37,7 @@ def export_onnx(module: Any, path: Path, input_shape: Tuple[int, int, int, int],
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
     log = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log), _quiet_loggers("torch.onnx", "onnxscript"):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), quiet_loggers("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
                               input_names=[input_name], output_names=[output_name], dynamic_shapes=dynamic_shapes,
@@ -56,8 +56,8 @@ def _export_failure(exc: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Raise the named loggers to ERROR for the duration (the exporter logs progress and torchvision notes)."""
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the named loggers ("" = root) to ERROR for the duration (exporter and quantizer chatter)."""
     import logging
 
     loggers = [logging.getLogger(name) for name in names]

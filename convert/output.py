@@ -6,14 +6,19 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from types import MappingProxyType
+from typing import Iterator, Mapping, Optional
 
 from .errors import OutputPathError
 
 
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Raise :class:`OutputPathError` when ``path`` exists (and not ``overwrite``) or its folder is not writable."""
+def check_output_path(path: Path, overwrite: bool, inputs: Mapping[str, Optional[Path]] = MappingProxyType({})) -> None:
+    """Raise :class:`OutputPathError` when ``path`` is one of the ``inputs`` (``{"--checkpoint": path}``), exists
+    (and not ``overwrite``) or its folder is not writable."""
     path = Path(path)
+    for option, given in inputs.items():
+        if given is not None and Path(given).resolve() == path.resolve():
+            raise OutputPathError(f"-o {path} is the {option} file; choose another output name")
     if path.is_dir():
         raise OutputPathError(f"{path} is a folder; give -o a file name such as {path / 'model.onnx'}")
     if path.exists() and not overwrite:

@@ -54,7 +54,7 @@ def prepare(job: ConversionJob) -> Tuple[LoadedModel, ModelMetadata, Calibration
             get_recipe(job.int8_recipe)
         if job.calib is None:
             raise ConversionError("--int8 needs calibration images: pass --calib DIR (a folder of photos)")
-    check_output_path(job.output, job.overwrite)
+    check_output_path(job.output, job.overwrite, {"--checkpoint": job.checkpoint, "--labels": job.labels})
     if job.calib is not None:
         image_files(Path(job.calib))  # fail on a missing or empty folder before the slow steps
     loaded = reparameterize(load_model(job))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from slidelite.errors import UsageError
 
 from .errors import ConversionError
+from .onnx_export import quiet_loggers
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Int8Recipe:
     extra_options: Dict[str, Any] = field(default_factory=dict)
 
 
+# MinMax calibration keeps every calibrated tensor of every image unless told to reduce as it goes
+# (Slide-Swin-T: > 10 GB for 36 images without this)
+STATIC_DEFAULTS: Dict[str, Any] = {"CalibMaxIntermediateOutputs": 8}
 _FLOAT_OUTPUTS = {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]}
 RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
     Int8Recipe("dynamic-matmul",
@@ -76,28 +80,24 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, recipe: Int8Recipe, reader: 
     """
     from onnxruntime import quantization as q
 
-    op_types = list(recipe.op_types) or None
-    nodes = weight_matmul_nodes(fp32_path) if recipe.static and recipe.weights_only else None
+    if recipe.static and reader is None:
+        raise ConversionError(f"int8 recipe {recipe.name} needs calibration images: pass --calib DIR")
+    common = dict(op_types_to_quantize=list(recipe.op_types) or None, per_channel=recipe.per_channel,
+                  reduce_range=recipe.reduce_range, weight_type=getattr(q.QuantType, recipe.weight_type))
     try:
-        if not recipe.static:
-            q.quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=op_types,
-                               per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                               weight_type=getattr(q.QuantType, recipe.weight_type),
-                               extra_options=dict(recipe.extra_options))
-        else:
-            if reader is None:
-                raise ConversionError(f"int8 recipe {recipe.name} needs calibration images: pass --calib DIR")
-            q.quantize_static(str(fp32_path), str(int8_path), reader, op_types_to_quantize=op_types, nodes_to_quantize=nodes,
-                              per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                              quant_format=getattr(q.QuantFormat, recipe.quant_format),
-                              activation_type=getattr(q.QuantType, recipe.activation_type),
-                              weight_type=getattr(q.QuantType, recipe.weight_type),
-                              calibrate_method=getattr(q.CalibrationMethod, recipe.calibrate_method),
-                              extra_options=dict(recipe.extra_options))
-    except ConversionError:
-        raise
+        with quiet_loggers(""):
+            if recipe.static:
+                q.quantize_static(str(fp32_path), str(int8_path), reader, **common,
+                                  nodes_to_quantize=weight_matmul_nodes(fp32_path) if recipe.weights_only else None,
+                                  quant_format=getattr(q.QuantFormat, recipe.quant_format),
+                                  activation_type=getattr(q.QuantType, recipe.activation_type),
+                                  calibrate_method=getattr(q.CalibrationMethod, recipe.calibrate_method),
+                                  extra_options={**STATIC_DEFAULTS, **recipe.extra_options})
+            else:
+                q.quantize_dynamic(str(fp32_path), str(int8_path), **common, extra_options=dict(recipe.extra_options))
     except Exception as exc:  # onnxruntime's quantizer raises bare Exceptions
-        raise ConversionError(f"int8 quantization ({recipe.name}) failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"int8 quantization ({recipe.name}) failed: {first}") from None
     return Path(int8_path)
 
 

@@ -44,8 +44,10 @@ def write_metadata(request: Dict[str, Any]) -> None:
     model_metadata = general.create_metadata()
     model_metadata.associatedFiles = [_described_file(fb, path) for path in request["extra_files"]]
     extra: List[str] = list(request["extra_files"])
+    output_metadata = output_md.create_metadata()
+    output_metadata.stats = None  # the writer assumes probabilities in 0..1; these are logits
     writer = metadata_writer.MetadataWriter.create_from_metadata(
-        model, model_metadata, [input_md.create_metadata()], [output_md.create_metadata()],
+        model, model_metadata, [input_md.create_metadata()], [output_metadata],
         associated_files=[request["labels_file"], *extra])
     with open(request["output"], "wb") as handle:
         handle.write(writer.populate())

@@ -295,6 +295,8 @@ def test_output_collision_and_missing_folder(tmp_path):
         output.check_output_path(tmp_path / "no" / "m.onnx", overwrite=False)
     with pytest.raises(OutputPathError, match="is a folder"):
         output.check_output_path(tmp_path, overwrite=True)
+    with pytest.raises(OutputPathError, match="is the --checkpoint file"):
+        output.check_output_path(taken, overwrite=True, inputs={"--checkpoint": tmp_path / "." / "taken.onnx"})
 
 
 def test_staged_output_leaves_nothing_on_error(tmp_path):
