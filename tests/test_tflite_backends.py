@@ -115,11 +115,10 @@ def test_broken_tflite_files_fail_in_one_line(tmp_path, files):
 TFLITE_RUNTIME_SCRIPT = r"""
 import json, sys
 from slidelite.classifier import Classifier
-from slidelite.options import ClassifierOptions
 from slidelite.errors import SlideliteError
 out = {}
 try:
-    with Classifier.from_file(sys.argv[1], ClassifierOptions(backend="tflite", max_results=1)) as clf:
+    with Classifier.from_file(sys.argv[1], backend="tflite", max_results=1) as clf:
         out["backend"] = [clf.backend.name, clf.backend.version]
         for path in sys.argv[2:]:
             best = clf.classify(path).categories[0]

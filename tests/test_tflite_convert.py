@@ -3,6 +3,7 @@ files carry standard TFLite Metadata plus the slidelite JSON, pass the gates, an
 the runtime like torch and like the ONNX file; every bad input is refused in one line without a file left."""
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from slidelite.convert.samples import write_sample_photos
 from slidelite.convert.tflite import tflite_preprocess
 from slidelite.metadata import TFLITE_METADATA_FILE
 from slidelite.model_file import open_model_file
-from slidelite.options import ClassifierOptions
 from slidelite.preprocess import prepare_input
 from slidelite.zoo import create_model
 from tests._cli_fixtures import run_cli
+from tests._tflite_fixtures import run_in_tflite_venv
 
 pytestmark = pytest.mark.convert
 
@@ -86,20 +87,15 @@ def test_fp32_cli_writes_a_verified_file_with_tflite_metadata(fp32_run):
 
 def test_fp32_tflite_metadata_fields(fp32_run):
     """Name, description, version, licence, image properties, scalar normalization and TENSOR_AXIS_LABELS,
-    read back with the flatbuffer schema that ships with LiteRT."""
-    from tests._tflite_fixtures import run_in_tflite_venv
-
+    read back with tflite-support's MetadataDisplayer (in .venv-tflite)."""
     out, _ = fp32_run
     script = (
         "import sys, json\n"
-        "from tflite_support import metadata_schema_py_generated as fb\n"
-        "from tflite_support.metadata import MetadataDisplayer\n"
-        "d = json.loads(MetadataDisplayer.with_model_file(sys.argv[1]).get_metadata_json())\n"
+        "from tflite_support import metadata\n"
+        "d = json.loads(metadata.MetadataDisplayer.with_model_file(sys.argv[1]).get_metadata_json())\n"
         "print(json.dumps(d))\n")
     proc = run_in_tflite_venv(["-c", script, out])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
-
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     assert doc["name"] == "slide_swin_micro" and "slidelite" in doc["version"] and doc["license"].startswith("MIT")
     assert doc["description"] and doc["author"] == "slidelite"
@@ -110,6 +106,7 @@ def test_fp32_tflite_metadata_fields(fp32_run):
     assert norm["mean"] == [0.0] and norm["std"] == [1.0]
     labels = doc["subgraph_metadata"][0]["output_tensor_metadata"][0]["associated_files"]
     assert labels[0]["name"] == "labels.txt" and labels[0]["type"] == "TENSOR_AXIS_LABELS"
+    assert "stats" not in doc["subgraph_metadata"][0]["output_tensor_metadata"][0]  # logits: no 0..1 range
 
 
 def test_runtime_matches_torch_and_onnx_on_real_photos(fp32_run, weights, photos, tmp_path):
@@ -157,7 +154,7 @@ def test_grayscale_model_takes_rgb_with_luma_folded_in(fp32_run):
     """slide_swin_micro is a 1-channel model; its TFLite input is RGB (MediaPipe refuses other colour spaces)
     and the graph applies Pillow's L weights, so a grey image gives the same logits in RGB or replicated L."""
     out, _ = fp32_run
-    with Classifier.from_file(str(out), ClassifierOptions(max_results=10)) as clf:
+    with Classifier.from_file(str(out), max_results=10) as clf:
         rng = np.random.default_rng(1)
         rgb = rng.integers(0, 256, (28, 28, 3)).astype(np.uint8)
         luma = (rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))

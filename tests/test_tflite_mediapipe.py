@@ -12,7 +12,6 @@ from slidelite.classifier import Classifier
 from slidelite.convert import PreprocessOverrides
 from slidelite.convert.samples import write_sample_photos
 from slidelite.model_file import open_model_file
-from slidelite.options import ClassifierOptions
 from slidelite.zoo import create_model
 from tests._tflite_fixtures import convert_fp32_and_int8, mediapipe_top1, model_sized_photos
 
@@ -36,7 +35,7 @@ def test_mediapipe_image_classifier_agrees_with_the_runtime(converted, precision
     model = files[precision]
     crops = model_sized_photos(photos, open_model_file(model).metadata, folder / f"crops-{precision}")
     got = mediapipe_top1(model, crops)
-    with Classifier.from_file(str(model), ClassifierOptions(max_results=1)) as clf:
+    with Classifier.from_file(str(model), max_results=1) as clf:
         for crop in crops:
             ours = clf.classify(str(crop)).categories[0]
             theirs = got[str(crop)]
