@@ -132,7 +132,7 @@ def _build(depths: tuple, num_slide_stages: int, overrides: dict) -> PyramidVisi
 
 
 _PVT_SRC = "whai362/PVT classification/pvt.py (official ImageNet weights released by the PVT authors)"
-_SLIDE_SRC = "Slide-Transformer paper (Pan et al., CVPR 2023), Fig. 5 / Table; no released code or weights"
+SLIDE_SOURCE = "Slide-Transformer paper (Pan et al., CVPR 2023), Fig. 5 / Table; no released code or weights"
 
 
 def paper_cfg(source: str, params: float, gflops: float, top1: float, notes: str = "") -> PretrainedConfig:
@@ -152,13 +152,13 @@ def pvt_small(**overrides: Any) -> PyramidVisionTransformer:
     return _build((3, 4, 6, 3), 0, overrides)
 
 
-@register_model("pvt", paper_cfg(_SLIDE_SRC, 12.2, 2.0, 78.0))
+@register_model("pvt", paper_cfg(SLIDE_SOURCE, 12.2, 2.0, 78.0))
 def slide_pvt_tiny(**overrides: Any) -> PyramidVisionTransformer:
     """Slide-PVT-Tiny: PVT-Tiny with Slide attention (ka 3) in stages 1-2."""
     return _build((2, 2, 2, 2), 2, overrides)
 
 
-@register_model("pvt", paper_cfg(_SLIDE_SRC, 22.7, 4.0, 81.7))
+@register_model("pvt", paper_cfg(SLIDE_SOURCE, 22.7, 4.0, 81.7))
 def slide_pvt_small(**overrides: Any) -> PyramidVisionTransformer:
     """Slide-PVT-Small: PVT-Small with Slide attention (ka 3) in stages 1-2."""
     return _build((3, 4, 6, 3), 2, overrides)

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._pvt_layers import build_stages, init_pvt_weights
 from ._registry import register_model
-from .pvt import paper_cfg
+from .pvt import SLIDE_SOURCE, paper_cfg
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -95,7 +95,6 @@ def _build(depths: tuple, num_slide_stages: int, overrides: dict) -> PyramidVisi
 
 
 _PVT2_SRC = "whai362/PVT classification/pvt_v2.py (official ImageNet weights released by the PVT authors)"
-_SLIDE_SRC = "Slide-Transformer paper (Pan et al., CVPR 2023), Fig. 5 / Table; no released code or weights"
 
 
 @register_model("pvt_v2", paper_cfg(_PVT2_SRC, 14.0, 2.1, 78.7,
@@ -111,13 +110,13 @@ def pvtv2_b2(**overrides: Any) -> PyramidVisionTransformerV2:
     return _build((3, 4, 6, 3), 0, overrides)
 
 
-@register_model("pvt_v2", paper_cfg(_SLIDE_SRC, 13.0, 2.2, 79.5))
+@register_model("pvt_v2", paper_cfg(SLIDE_SOURCE, 13.0, 2.2, 79.5))
 def slide_pvtv2_b1(**overrides: Any) -> PyramidVisionTransformerV2:
     """Slide-PVTv2-B1: PVTv2-B1 with Slide attention (ka 3) in stages 1-2."""
     return _build((2, 2, 2, 2), 2, overrides)
 
 
-@register_model("pvt_v2", paper_cfg(_SLIDE_SRC, 22.8, 4.2, 82.7))
+@register_model("pvt_v2", paper_cfg(SLIDE_SOURCE, 22.8, 4.2, 82.7))
 def slide_pvtv2_b2(**overrides: Any) -> PyramidVisionTransformerV2:
     """Slide-PVTv2-B2: PVTv2-B2 with Slide attention (ka 3) in stages 1-2."""
     return _build((3, 4, 6, 3), 2, overrides)
