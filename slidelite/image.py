@@ -76,6 +76,8 @@ def load_image(source: ImageSource, max_pixels: Optional[int] = None) -> Image.I
     """
     name = source_name(source)
     if isinstance(source, Image.Image):
+        if not source.width or not source.height:
+            raise ImageError(f"{name}: empty image ({source.width}x{source.height} pixels)")
         return _apply_orientation(_load_pixels(source, name))
     if isinstance(source, np.ndarray):
         return image_from_array(source, name)
