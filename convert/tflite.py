@@ -34,9 +34,6 @@ from .tflite_metadata import embed_tflite_metadata
 from .tflite_quantize import TFLiteInt8Recipe, calibration_warning, get_tflite_recipe, quantize_tflite
 from .verify import Parity, check_fp32, check_int8, compare_logits, torch_logits
 
-#: the ONNX route's default recipe name; with --format tflite it means the TFLite default
-ONNX_DEFAULT_RECIPE = "dynamic-matmul"
-
 
 def tflite_preprocess(loaded: LoadedModel) -> PreprocessSpec:
     """The runtime preprocessing of the exported graph: RGB pixels 0..255 as they are (mean 0, std 1/255),
@@ -64,7 +61,7 @@ def check_tflite_job(job: ConversionJob) -> Optional[TFLiteInt8Recipe]:
     """
     recipe = None
     if job.int8:
-        recipe = get_tflite_recipe(None if job.int8_recipe == ONNX_DEFAULT_RECIPE else job.int8_recipe)
+        recipe = get_tflite_recipe(job.int8_recipe)
         if job.calib is None:
             raise ConversionError("--int8 needs calibration images: pass --calib DIR (a folder of photos)")
     if job.dynamic_batch:
@@ -129,8 +126,7 @@ def final_metadata(model: Path, loaded: LoadedModel, labels: Tuple[str, ...], jo
     backend.close()
     metrics: Dict[str, object] = {**fp32.as_metrics("fp32_vs_torch"), "validation_images": images}
     if int8 is not None:
-        metrics.update(int8.as_metrics("int8_vs_torch"), int8_recipe=get_tflite_recipe(
-            None if job.int8_recipe == ONNX_DEFAULT_RECIPE else job.int8_recipe).name)
+        metrics.update(int8.as_metrics("int8_vs_torch"), int8_recipe=get_tflite_recipe(job.int8_recipe).name)
     quant = Quantization(*input_quant) if input_quant is not None else None
     return tflite_metadata(loaded, labels, job, precision="int8" if int8 is not None else "fp32",
                            input_name=input_name, output_name=output_name, input_dtype=input_dtype,

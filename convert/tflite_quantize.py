@@ -9,7 +9,7 @@ Both recipes run without TensorFlow:
   at the end). Every op is integer: what NNAPI, the Edge TPU, Hexagon and ARM's int8 dot-product kernels
   need, and what MediaPipe's ImageClassifier accepts (it refuses int8 inputs, takes uint8 as is, and
   needs float scores). The best recipe for ARM phones and boards.
-* ``dynamic-matmul`` — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32``): int8
+* ``dynamic-int8`` — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32``): int8
   weights per channel for FULLY_CONNECTED / CONV / BATCH_MATMUL, activations quantized on the fly by the
   kernel; float32 input and output. XNNPACK runs these with its fast dynamically-quantized kernels on x86,
   where its static int8 kernels for softmax/GELU/layer-norm pieces are missing (see docs/tflite.md).
@@ -51,19 +51,22 @@ class TFLiteInt8Recipe:
 RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
     TFLiteInt8Recipe("full-int8", "static full-integer int8, uint8 pixels in, float32 logits out (ARM/NNAPI/MediaPipe)",
                      full_integer=True),
-    TFLiteInt8Recipe("dynamic-matmul", "dynamic-range int8 weights of FC/conv/batch-matmul, float activations "
+    TFLiteInt8Recipe("dynamic-int8", "dynamic-range int8 weights of FC/conv/batch-matmul, float activations "
                      "(fast with XNNPACK on x86)", full_integer=False),
 )}
 DEFAULT_RECIPE = "full-int8"
+#: the ONNX route's default name, which the CLI and ConversionJob pass when no recipe was chosen
+ONNX_DEFAULT_RECIPE = "dynamic-matmul"
 
 
 def get_tflite_recipe(name: Optional[str]) -> TFLiteInt8Recipe:
-    """The TFLite recipe called ``name`` (None: :data:`DEFAULT_RECIPE`).
+    """The TFLite recipe called ``name``; None or the ONNX default name (what ``--int8-recipe`` holds when it
+    was not given) mean :data:`DEFAULT_RECIPE`. ONNX's ``dynamic-matmul`` counterpart is ``dynamic-int8``.
 
     Raises:
         UsageError: unknown name (the known ones are listed).
     """
-    name = name or DEFAULT_RECIPE
+    name = DEFAULT_RECIPE if name in (None, ONNX_DEFAULT_RECIPE) else name
     if name not in RECIPES:
         raise UsageError(f"unknown --int8-recipe '{name}' for --format tflite; choose one of: {', '.join(RECIPES)}")
     return RECIPES[name]

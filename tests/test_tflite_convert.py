@@ -53,7 +53,7 @@ def fp32_run(tmp_path_factory, weights, photos):
 def int8_results(tmp_path_factory, weights, photos):
     folder = tmp_path_factory.mktemp("int8")
     results = {}
-    for recipe in ("full-int8", "dynamic-matmul"):
+    for recipe in ("full-int8", "dynamic-int8"):
         job = ConversionJob(output=folder / f"micro-{recipe}.tflite", model="slide_swin_micro", checkpoint=weights,
                             format="tflite", int8=True, calib=photos, int8_recipe=recipe, progress=False,
                             latency_runs=3, min_agreement=0.9)
@@ -143,7 +143,7 @@ def test_full_int8_is_integer_with_uint8_pixels_and_float_logits(int8_results, p
 
 
 def test_dynamic_int8_keeps_float_io_and_agrees(int8_results):
-    result = int8_results["dynamic-matmul"]
+    result = int8_results["dynamic-int8"]
     meta = open_model_file(result.output).metadata
     assert meta.precision == "int8" and meta.input.dtype == "float32" and meta.input.quantization is None
     assert result.int8_agreement["top1_agreement"] >= 0.9 and result.int8_agreement["cosine"] > 0.99
@@ -232,4 +232,4 @@ def test_int8_needs_calib_and_a_known_recipe(tmp_path, photos):
     assert run.exit_code == 1 and "--calib" in run.stderr
     run = run_cli(["convert", "--model", "slide_swin_micro", "--format", "tflite", "--int8", "--calib", photos,
                    "--int8-recipe", "static-qdq-all", "-o", tmp_path / "b.tflite"])
-    assert run.exit_code == 2 and "full-int8" in run.stderr and "dynamic-matmul" in run.stderr
+    assert run.exit_code == 2 and "full-int8" in run.stderr and "dynamic-int8" in run.stderr
