@@ -23,7 +23,8 @@ BASE=$($PY -c 'import sys; print(sys._base_executable)')
 [ -x $VENV/bin/python ] || "$BASE" -m venv $VENV
 $VENV/bin/python -m pip install -q --upgrade pip
 $VENV/bin/python -m pip install -q "numpy==1.26.4" "tflite-support==0.4.4" "tflite-runtime==2.14.0" \
-  "pillow>=9.1" "click>=8.0" "pytest>=8" "opencv-python-headless==4.10.0.84" "matplotlib==3.9.4"
-# MediaPipe 1.2.3 wants opencv-contrib-python and matplotlib only for drawing utilities and plots
+  "pillow>=9.1" "click>=8.2" "opencv-python-headless==4.10.0.84" "matplotlib==3.9.4"
+# MediaPipe 1.2.3 --no-deps: it asks for opencv-contrib-python, whose cv2 would clash with opencv-python-headless;
+# what it imports (cv2, matplotlib, absl, flatbuffers, certifi) is installed here
 $VENV/bin/python -m pip install -q --no-deps "mediapipe==1.2.3" "certifi"
 $VENV/bin/python -m pip install -q --no-deps -e .
