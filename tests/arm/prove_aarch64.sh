@@ -10,9 +10,10 @@
 # Steps: host packages -> binfmt_misc registration of qemu-aarch64 -> debootstrap (two stages) -> the
 # wheel built from this checkout -> a venv inside the root with PyPI's aarch64 wheels (numpy, pillow,
 # click, onnxruntime; ai-edge-litert installed and imported) -> `slidelite classify` on the bundled
-# sample photo with the onnxruntime and numpy backends -> top-1 label and scores compared with x86
-# onnxruntime (same label, every score within 1e-4). Model: the shipped default model when
-# slidelite/models/manifest.json lists one, else the runtime tests' fixture ONNX classifier.
+# sample photos -> top-5 labels and scores compared with x86_64 (same labels, every score within 1e-4).
+# The cases (tests/arm/proof_cases.py): the shipped default model, and every shipped fp32 ONNX model
+# with onnxruntime and with numpy, when slidelite/models/manifest.json lists any; else the runtime
+# tests' fixture ONNX classifier with onnxruntime and numpy.
 # Slow (pip and python under emulation): not part of CI. tests/arm/README.md records its last output.
 set -euo pipefail
 
@@ -20,7 +21,6 @@ ROOT=${1:-/work/arm64root}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_PYTHON=${HOST_PYTHON:-$REPO/.venv/bin/python}
-SAMPLE=$REPO/slidelite/samples/chelsea.jpg
 WORK=/opt/slidelite-proof            # inside ROOT
 TOLERANCE=1e-4
 
@@ -70,59 +70,43 @@ step "wheel built from this checkout"
 rm -rf "$ROOT$WORK" && mkdir -p "$ROOT$WORK/dist"
 "$HOST_PYTHON" -m pip wheel -q --no-deps "$REPO" -w "$ROOT$WORK/dist"
 ls "$ROOT$WORK/dist"
-cp "$SAMPLE" "$ROOT$WORK/sample.jpg"
+cp "$REPO"/slidelite/samples/* "$ROOT$WORK/"
 
-step "model and the x86_64 onnxruntime reference"
-DEFAULT=$(cd "$REPO" && "$HOST_PYTHON" -m slidelite models --json \
-  | "$HOST_PYTHON" -c 'import json,sys; print(next((m["name"] for m in json.load(sys.stdin)["shipped"] if m.get("default")), ""))')
-if [ -n "$DEFAULT" ]; then
-  echo "shipped default model: $DEFAULT"
-  MODEL_ARGS=()
-  HOST_MODEL_ARGS=()
-else
-  echo "no shipped default model yet: using the runtime tests' fixture ONNX classifier"
-  (cd "$REPO" && "$HOST_PYTHON" -c "from tests._runtime_fixtures import make_fixture_onnx; make_fixture_onnx('$ROOT$WORK/model.onnx')")
-  MODEL_ARGS=(--model "$WORK/model.onnx")
-  HOST_MODEL_ARGS=(--model "$ROOT$WORK/model.onnx")
-fi
-(cd "$REPO" && "$HOST_PYTHON" -m slidelite classify "${HOST_MODEL_ARGS[@]}" --backend onnxruntime --json --top-k 5 \
-  "$ROOT$WORK/sample.jpg") > "$ROOT$WORK/x86_64.onnxruntime.json"
-cat "$ROOT$WORK/x86_64.onnxruntime.json"; echo
+step "cases, and the x86_64 reference runs"
+(cd "$REPO" && "$HOST_PYTHON" tests/arm/proof_cases.py cases "$ROOT$WORK")
+cat "$ROOT$WORK/cases.txt"
+classify_args() {  # MODEL PHOTO BACKEND [PREFIX]: the classify arguments, one per line
+  local model=$1 photo=$2 backend=$3 prefix=${4:-}
+  case $model in "") ;; /*) printf '%s\n' --model "$prefix$model" ;; *) printf '%s\n' --model "$model" ;; esac
+  printf '%s\n' --backend "$backend" --json --top-k 5 "$prefix$WORK/$photo"
+}
+n=0
+while IFS='|' read -r model photo backend reference; do
+  n=$((n + 1))
+  mapfile -t args < <(classify_args "$model" "$photo" "$reference" "$ROOT")
+  (cd "$REPO" && "$HOST_PYTHON" -m slidelite classify "${args[@]}") > "$ROOT$WORK/case$n.x86_64.json"
+  echo "case $n, x86_64 $reference: $(cat "$ROOT$WORK/case$n.x86_64.json")"
+done < "$ROOT$WORK/cases.txt"
 
 step "venv + pip install inside the aarch64 root (PyPI's aarch64 wheels only)"
-in_root python3 -m venv "$WORK/venv"
-in_root "$WORK/venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: \
-  "$(ls "$ROOT$WORK"/dist/slidelite-*.whl | sed "s|^$ROOT||")[onnx,litert]"
-in_root "$WORK/venv/bin/pip" list --disable-pip-version-check --format=freeze \
-  | grep -iE '^(slidelite|numpy|pillow|click|onnxruntime|ai-edge-litert)=='
+# Debian's pip drives the venv (--python): no emulated ensurepip, no emulated byte-compiling.
+in_root python3 -m venv --without-pip "$WORK/venv"
+venv_pip() { in_root python3 -m pip --python "$WORK/venv/bin/python" --disable-pip-version-check "$@"; }
+venv_pip install -q --no-compile --only-binary=:all: "$(ls "$ROOT$WORK"/dist/slidelite-*.whl | sed "s|^$ROOT||")[onnx,litert]"
+venv_pip list --format=freeze | grep -iE '^(slidelite|numpy|pillow|click|onnxruntime|ai-edge-litert)=='
 in_root "$WORK/venv/bin/python" -c \
   'import ai_edge_litert.interpreter as i, onnxruntime, numpy; print("imports ok: ai_edge_litert", i.__name__, "onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)'
 
-for backend in onnxruntime numpy; do
-  step "aarch64: slidelite classify --backend $backend"
-  /usr/bin/time -f "wall %es" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-    "$WORK/venv/bin/slidelite" classify "${MODEL_ARGS[@]}" --backend "$backend" --json --top-k 5 "$WORK/sample.jpg" \
-    > "$ROOT$WORK/aarch64.$backend.json"
-  cat "$ROOT$WORK/aarch64.$backend.json"; echo
-done
+n=0
+while IFS='|' read -r model photo backend reference; do
+  n=$((n + 1))
+  step "aarch64 case $n: slidelite classify ${model:+--model $model }--backend $backend $photo"
+  mapfile -t args < <(classify_args "$model" "$photo" "$backend")
+  /usr/bin/time -f "wall %es (emulated)" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
+    "$WORK/venv/bin/slidelite" classify "${args[@]}" > "$ROOT$WORK/case$n.aarch64.json"
+  cat "$ROOT$WORK/case$n.aarch64.json"; echo
+done < "$ROOT$WORK/cases.txt"
 
-step "compare aarch64 with x86_64 (top-1 label equal, scores within $TOLERANCE)"
-"$HOST_PYTHON" - "$ROOT$WORK" "$TOLERANCE" <<'EOF'
-import json, sys
-from pathlib import Path
-work, tolerance = Path(sys.argv[1]), float(sys.argv[2])
-def load(name):
-    cats = json.loads((work / name).read_text())["categories"]
-    return [c["label"] for c in cats], [c["score"] for c in cats]
-ref_labels, ref_scores = load("x86_64.onnxruntime.json")
-ok = True
-for backend in ("onnxruntime", "numpy"):
-    labels, scores = load(f"aarch64.{backend}.json")
-    diff = max(abs(a - b) for a, b in zip(scores, ref_scores))
-    same = labels[0] == ref_labels[0] and labels == ref_labels and diff <= tolerance
-    ok &= same
-    print(f"aarch64 {backend:11s} top-1 {labels[0]!r} {scores[0]:.6f} | x86_64 onnxruntime top-1 {ref_labels[0]!r} "
-          f"{ref_scores[0]:.6f} | max score diff {diff:.2e} -> {'PASS' if same else 'FAIL'}")
-sys.exit(0 if ok else 1)
-EOF
+step "compare aarch64 with x86_64 (same top-5 labels, scores within $TOLERANCE)"
+"$HOST_PYTHON" "$REPO/tests/arm/proof_cases.py" compare "$ROOT$WORK" "$TOLERANCE"
 step "PASS: slidelite installs and classifies on aarch64 ($(date -u +%Y-%m-%dT%H:%MZ))"
