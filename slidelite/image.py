@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from typing import IO, Any, Optional, Union
 
 import numpy as np
@@ -44,6 +45,8 @@ _TRANSPOSE = {
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
 _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _FLOAT_TOLERANCE = 1e-3
+# what Pillow's decoders raise on damaged data (plugins parse headers with struct.unpack_from)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
 
 def source_name(source: Any) -> str:
@@ -110,7 +113,7 @@ def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Im
         raise ImageError(f"{name}: not an image file (cannot identify image format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: image too large, possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: corrupt image header ({exc})") from None
     width, height = img.size
     if limit is not None and width * height > limit:
@@ -119,7 +122,11 @@ def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Im
             "possible decompression bomb"
         )
     img = _load_pixels(img, name)
-    if getattr(img, "is_animated", False):
+    try:
+        animated = getattr(img, "is_animated", False)  # reads the next frame's header
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: corrupt animation frame ({exc})") from None
+    if animated:
         img = img.copy()  # detach the first frame from the still-open file
     return _apply_orientation(img)
 
@@ -128,7 +135,7 @@ def _load_pixels(img: Image.Image, name: str) -> Image.Image:
     """Decode the pixels of a lazily opened image, turning decoder failures into :class:`ImageError`."""
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+    except _DECODE_ERRORS as exc:
         problem = "truncated image data" if "truncated" in str(exc) or isinstance(exc, EOFError) else (
             f"corrupt image data ({exc})"
         )

@@ -222,6 +222,14 @@ def _animated(fmt: str) -> bytes:
     return _encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
+def _gif_cut_in_second_frame() -> bytes:
+    """An animated GIF cut inside its second frame's image descriptor (the first frame is intact)."""
+    data = _animated("GIF")
+    first = data.index(b"\x21\xf9\x04")
+    second = data.index(b"\x21\xf9\x04", first + 1) + 8  # past the 8-byte graphic control extension
+    return data[:second + 7]
+
+
 def _multipage_tiff() -> bytes:
     frames = [_photo("coffee"), _photo("rocket")]
     return _encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
@@ -315,6 +323,8 @@ IMAGE_SPECS: List[Spec] = [
     Spec("truncated_webp", "image", _truncated("WEBP", "webp"), 1, CORRUPT),
     Spec("truncated_tiff", "image", _truncated("TIFF", "tif"), 1, "truncated"),
     Spec("truncated_bmp", "image", _truncated("BMP", "bmp"), 1, "truncated"),
+    Spec("gif_cut_in_second_frame", "image", _write("cut.gif", _gif_cut_in_second_frame), 1,
+         "corrupt animation frame"),
     Spec("jpeg_header_only", "image", _write("head.jpg", lambda: _encode(_photo(), "JPEG")[:300]), 1, CORRUPT),
     Spec("png_bad_header_crc", "image", _write("crc.png", _png_bad_crc), 1, NOT_IMAGE),
     Spec("bomb_png_over_twice_the_limit", "image", _write("bomb.png", lambda: png_header_only(40_000, 40_000)),
