@@ -27,7 +27,9 @@ from skimage import data
 from slidelite.backends import create_backend, is_available
 from slidelite.backends.numpy_backend import NumpyBackend
 from slidelite.errors import ModelError
-from slidelite.model_file import ModelFile, open_model_file
+from slidelite.model_file import ModelFile, open_model_file, read_metadata
+from slidelite.models import list_shipped
+from slidelite.preprocess import prepare_input
 from tests._runtime_fixtures import make_fixture_onnx, reference_forward, reference_preprocess
 
 onnx = pytest.importorskip("onnx")
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
           "rocket": data.rocket(), "motorcycle": data.stereo_motorcycle()[0]}
 MIN_COSINE = 0.99999
+SAMPLES = sorted((ROOT / "slidelite" / "samples").iterdir())
+SHIPPED_FP32_ONNX = [m for m in list_shipped() if m.format == "onnx" and m.precision == "fp32"]
 
 
 def backends(path: Path) -> "tuple[NumpyBackend, object]":
@@ -131,6 +135,15 @@ def test_fixture_model_matches_onnxruntime_and_float64_reference(tmp_path: Path,
         batch = np.clip(np.rint(batch / 0.02) + 128, 0, 255).astype(np.uint8)
     got, _ = assert_parity(path, batch)
     np.testing.assert_allclose(got, reference_forward(batch, **variant), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shipped", SHIPPED_FP32_ONNX, ids=lambda m: m.name)
+def test_shipped_fp32_onnx_models_match_onnxruntime(shipped) -> None:
+    """Every fp32 ONNX model in the wheel, on the bundled samples and the photos, preprocessed by the runtime."""
+    metadata = read_metadata(open_model_file(shipped.path))
+    batch = np.stack([prepare_input(source, metadata)[0] for source in [*SAMPLES, *PHOTOS.values()]])
+    logits, reference = assert_parity(shipped.path, batch)
+    assert np.array_equal(logits.argmax(1), reference.argmax(1))
 
 
 @pytest.mark.convert

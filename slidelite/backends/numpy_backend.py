@@ -40,7 +40,7 @@ class Step(NamedTuple):
         kernel: its prepared kernel.
         inputs: per input, the slot of a run-time tensor, or None (constant or omitted: see ``consts``).
         consts: per input, the constant value (None for run-time tensors and omitted inputs).
-        outputs: the slots the kernel's results go to.
+        outputs: the slots the kernel's results go to (None: an omitted optional output).
         frees: the slots that are dead after this step.
     """
 
@@ -48,7 +48,7 @@ class Step(NamedTuple):
     kernel: Kernel
     inputs: Tuple[Optional[int], ...]
     consts: Tuple[Optional[np.ndarray], ...]
-    outputs: Tuple[int, ...]
+    outputs: Tuple[Optional[int], ...]
     frees: Tuple[int, ...]
 
 
@@ -100,10 +100,12 @@ class NumpyBackend(Backend):
             kernel = self._kernel(node, consts)
             if all(c is not None or not name for c, name in zip(consts, node.inputs)):
                 for name, value in zip(node.outputs, _as_tuple(self._call(node, kernel, consts))):
-                    constants[name] = value
+                    if name:
+                        constants[name] = value
                 continue
             for name in node.outputs:
-                slots.setdefault(name, len(slots))
+                if name:
+                    slots.setdefault(name, len(slots))
             pending.append((node, kernel, consts))
         if output_name in constants:
             raise ModelError(f"{self._label}: the output '{output_name}' does not depend on the input")
@@ -119,7 +121,7 @@ class NumpyBackend(Backend):
                 dead_after.setdefault(index, []).append(slot)
         self._steps = [
             Step(node, kernel, tuple(slots.get(name) if name else None for name in node.inputs), tuple(consts),
-                 tuple(slots[name] for name in node.outputs), tuple(dead_after.get(index, ())))
+                 tuple(slots.get(name) if name else None for name in node.outputs), tuple(dead_after.get(index, ())))
             for index, (node, kernel, consts) in enumerate(pending)
         ]
         self._num_slots = len(slots)
@@ -133,8 +135,9 @@ class NumpyBackend(Backend):
     def _call(self, node: Node, kernel: Kernel, args: Sequence[Optional[np.ndarray]]) -> object:
         try:
             return kernel(*args)
-        except (OpError, ValueError, TypeError, IndexError, AttributeError) as exc:
-            raise ModelError(f"{self._label}: inference failed at node '{node.name}' ({node.op_type}): {exc}") from None
+        except (OpError, ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError) as exc:
+            reason = "out of memory" if isinstance(exc, MemoryError) else exc
+            raise ModelError(f"{self._label}: inference failed at node '{node.name}' ({node.op_type}): {reason}") from None
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Run the graph on ``tensor`` (batch first) and return the first output."""
@@ -144,7 +147,8 @@ class NumpyBackend(Backend):
         for step in self._steps:
             args = [const if slot is None else values[slot] for slot, const in zip(step.inputs, step.consts)]
             for slot, value in zip(step.outputs, _as_tuple(self._call(step.node, step.kernel, args))):
-                values[slot] = value
+                if slot is not None:
+                    values[slot] = value
             for slot in step.frees:
                 values[slot] = None
         return np.asarray(values[self._output_slot])
