@@ -274,6 +274,19 @@ def _progress_printer(total: int) -> Callable[[int], None]:
     return show
 
 
+def op_profile(paths: Dict[str, Path], example: Any, threads: int, runs: int = 3, top: int = 8) -> Tuple[str, Dict]:
+    """Where the time goes: ONNX Runtime's profiler (the converter's ``profile_op_types``) on each model,
+    one after the other, as a Markdown table of the ``top`` op types (ms per run) and the raw profiles."""
+    from slidelite.convert.report import profile_op_types
+
+    profiles = {label: profile_op_types(path, example, threads, runs) for label, path in paths.items()}
+    ops = sorted(set().union(*profiles.values()), key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))
+    rows = [{"op": op, **{label: profile.get(op, 0.0) for label, profile in profiles.items()}} for op in ops[:top]]
+    rows.append({"op": "all op types", **{label: sum(profile.values()) for label, profile in profiles.items()}})
+    table = markdown_table(rows, [("op", "op type (ms per run)")] + [(label, label) for label in profiles])
+    return table, profiles
+
+
 # ------------------------------------------------------------------------------------------ publishing
 
 

@@ -35,6 +35,7 @@ import _common as common  # noqa: E402  (the benchmarks folder is not a package)
 
 INPUT = (1, 3, 224, 224)
 SGEMM_SIZE = 2048
+DEFAULT_RUNS = {"attention": 20, "pvt": 20, "engines": 10}  # engines: torch eager is slow
 GOALS = {"im2col": 3.5, "window": 1.05, "roofline": 0.60, "ort_vs_torch": 2.5, "int8": 1.5}
 
 
@@ -86,6 +87,11 @@ def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
     for row in result.rows:
         row["of_numpy_sgemm"] = row["gflop_per_s"] / result.row(sgemm)["gflop_per_s"]
         row["of_ort_matmul"] = row["gflop_per_s"] / result.row(mlas)["gflop_per_s"]
+    import numpy as np
+
+    example = np.random.default_rng(0).standard_normal(INPUT, dtype=np.float32)
+    profile, profiles = common.op_profile({label: onnx_fp32(name) for label, name in names.items()}, example,
+                                          args.threads)
     im2col = result.ratio("Slide-Swin-T Im2Col", "Slide-Swin-T")
     window = result.ratio("Slide-Swin-T", "Swin-T window")
     slide = result.row("Slide-Swin-T")
@@ -99,7 +105,9 @@ def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
         ("5'. Slide-Swin-T GFLOP/s / ORT MatMul GFLOP/s", slide["of_ort_matmul"],
          verdict(slide["of_ort_matmul"], GOALS["roofline"]), "-"),
     ]
-    return {"measurement": result, "claims": claims,
+    extra = ("Where the time goes (ONNX Runtime's profiler, 3 runs per model, models profiled one after the "
+             "other, so compare op types within a column more than across columns):\n\n" + profile)
+    return {"measurement": result, "claims": claims, "extra": extra, "profiles": profiles,
             "columns": [("label", "candidate (fp32)"), ("engine", "engine"), ("p50_ms", "p50 ms"),
                         ("p90_ms", "p90 ms"), ("mean_ms", "mean ms"), ("gflop", "GFLOP"),
                         ("gflop_per_s", "GFLOP/s at p50"), ("of_numpy_sgemm", "of numpy sgemm"),
@@ -132,31 +140,38 @@ def section_pvt(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def section_engines(args: argparse.Namespace) -> Dict[str, Any]:
-    """Item 4: one model (Slide-Swin-T) in every engine and precision."""
+    """Item 4: one model (Slide-Swin-T) in every engine and precision (int8: every converter recipe that
+    needs no calibration data for ONNX, both TFLite recipes; the default recipe of each is marked)."""
+    from slidelite.convert.quantize import DEFAULT_RECIPE
+    from slidelite.convert.tflite_quantize import DEFAULT_RECIPE as TFLITE_DEFAULT, RECIPES as TFLITE_RECIPES
+
     name = "slide_swin_tiny"
     fp32 = onnx_fp32(name)
     int8 = common.quantize_onnx_int8(fp32, common.cache_path(name, ".int8.onnx", zoo_module(name)))
+    ort_int8 = f"ONNX Runtime int8 {DEFAULT_RECIPE}"
+    litert = {f"LiteRT {kind}": path for kind, path in tflite_files(name, list(TFLITE_RECIPES)).items()}
     targets = [common.torch_target("torch eager fp32", zoo_module(name), INPUT, args.threads),
                common.runtime_target("ONNX Runtime fp32", fp32, "onnxruntime", args.threads),
-               common.runtime_target("ONNX Runtime int8", int8, "onnxruntime", args.threads)]
-    litert = tflite_files(name)
-    targets += [common.runtime_target(f"LiteRT {kind}", path, "litert", args.threads) for kind, path in litert]
+               common.runtime_target(ort_int8, int8, "onnxruntime", args.threads)]
+    targets += [common.runtime_target(label, path, "litert", args.threads) for label, path in litert.items()]
     result = common.measure(targets, args.warmup, args.runs)
-    ort_speedup = result.ratio("torch eager fp32", "ONNX Runtime fp32")
-    ort_int8 = result.ratio("ONNX Runtime fp32", "ONNX Runtime int8")
-    claims = [("4a. torch eager / ORT fp32 latency", ort_speedup, verdict(ort_speedup, GOALS["ort_vs_torch"]), "-"),
-              ("4b. ORT fp32 / ORT int8 latency", ort_int8, verdict(ort_int8, GOALS["int8"]), "-")]
-    if len(litert) == 2:
-        lite = result.ratio("LiteRT fp32", "LiteRT int8")
-        claims.append(("4c. LiteRT fp32 / LiteRT int8 latency", lite, verdict(lite, GOALS["int8"]), "-"))
+    claims = [("4a. torch eager / ORT fp32 latency", "torch eager fp32", "ONNX Runtime fp32", GOALS["ort_vs_torch"]),
+              (f"4b. ORT fp32 / ORT int8 ({DEFAULT_RECIPE}, default) latency", "ONNX Runtime fp32", ort_int8,
+               GOALS["int8"])]
+    for recipe in TFLITE_RECIPES:
+        default = ", default" if recipe == TFLITE_DEFAULT else ""
+        claims.append((f"4c. LiteRT fp32 / LiteRT int8 ({recipe}{default}) latency", "LiteRT fp32",
+                       f"LiteRT int8 {recipe}", GOALS["int8"]))
+    claims = [(text, result.ratio(slow, fast), verdict(result.ratio(slow, fast), goal), "-")
+              for text, slow, fast, goal in claims]
     return {"measurement": result, "claims": claims,
             "columns": [("label", "Slide-Swin-T in"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
                         ("mean_ms", "mean ms"), ("first_ms", "first run ms"), ("init_ms", "init ms")]}
 
 
-def tflite_files(name: str) -> List[Tuple[str, Path]]:
-    """fp32 and int8 ``.tflite`` files of ``name`` made with the converter's TFLite steps: the NHWC RGB 0..255
-    input adapter, litert-torch export, and the default TFLite int8 recipe calibrated on real photos."""
+def tflite_files(name: str, recipes: List[str]) -> Dict[str, Path]:
+    """``{"fp32": path, "int8 RECIPE": path, ...}``: ``.tflite`` files of ``name`` made with the converter's
+    TFLite steps (NHWC RGB 0..255 input adapter, litert-torch export, int8 recipes calibrated on real photos)."""
     from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
     from slidelite.convert.tflite_quantize import get_tflite_recipe, quantize_tflite
     from slidelite.zoo import get_pretrained_cfg
@@ -164,14 +179,17 @@ def tflite_files(name: str) -> List[Tuple[str, Path]]:
     module = zoo_module(name)
     cfg = get_pretrained_cfg(name)
     fp32 = common.cache_path(name, ".fp32.tflite", module)
-    int8 = common.cache_path(name, ".int8.tflite", module)
     if not fp32.exists():
         adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
         common.publish_file(fp32, lambda partial: export_tflite(adapter, partial, nhwc_rgb_shape(INPUT[2:])))
-    if not int8.exists():
-        recipe = get_tflite_recipe(None)
-        common.publish_file(int8, lambda partial: quantize_tflite(fp32, partial, recipe, calibration_pixels()))
-    return [("fp32", fp32), ("int8", int8)]
+    files = {"fp32": fp32}
+    for recipe in recipes:
+        path = common.cache_path(name, f".int8-{recipe}.tflite", module)
+        if not path.exists():
+            spec = get_tflite_recipe(recipe)
+            common.publish_file(path, lambda partial: quantize_tflite(fp32, partial, spec, calibration_pixels()))
+        files[f"int8 {recipe}"] = path
+    return files
 
 
 def calibration_pixels(count: int = 8) -> Any:
@@ -210,23 +228,26 @@ def publish(section: str, outcome: Dict[str, Any], args: argparse.Namespace, sec
     env = common.environment_line(result.report, args.threads)
     command = f"python benchmarks/paper_speed.py --section {section} --runs {args.runs} --warmup {args.warmup} " \
               f"--threads {args.threads}"
-    print(f"\n== {section}: {title}\n{env}\n\n{table}\n\n{claims}\n\n(script ran {seconds:.0f} s)")
+    extra = f"\n\n{outcome['extra']}" if outcome.get("extra") else ""
+    print(f"\n== {section}: {title}\n{env}\n\n{table}\n\n{claims}{extra}\n\n(section ran {seconds:.0f} s)")
     common.save_json(f"paper_speed_{section}", {"command": command, "rows": result.rows, "claims": [
         {"claim": c[0], "measured": c[1], "status": c[2], "paper": c[3]} for c in outcome["claims"]],
-        "report": result.report})
+        "op_profiles_ms": outcome.get("profiles"), "report": result.report})
     plot = common.plot_bars(common.PLOTS_DIR / f"paper_speed_{section}.png",
                             f"{title} ({args.threads} threads, batch 1)", result.rows)
     if args.docs:
         image = f"\n\n![{section}](benchmarks/{plot.name})" if plot else ""
         body = (f"```sh\n{command}\n```\n\n{env} Timed runs per candidate: {args.runs} (interleaved), "
-                f"warm-up {args.warmup}; script wall time {seconds:.0f} s.\n\n{table}\n\n{claims}{image}")
+                f"warm-up {args.warmup}; section wall time {seconds:.0f} s (exports included when not cached)."
+                f"\n\n{table}\n\n{claims}{image}{extra}")
         common.update_docs_section(f"paper_speed:{section}", body)
 
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
-    parser.add_argument("--runs", type=int, default=20, help="timed rounds (each candidate once per round)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help=f"timed rounds, each candidate once per round (default: {DEFAULT_RUNS})")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-docs", dest="docs", action="store_false", help="do not rewrite docs/benchmarks.md")
@@ -234,8 +255,9 @@ def main(argv: List[str] = None) -> int:
     common.limit_threads(args.threads)
     for section in (SECTIONS if args.section == "all" else [args.section]):
         start = time.perf_counter()
-        outcome = SECTIONS[section][1](args)
-        publish(section, outcome, args, time.perf_counter() - start)
+        run = argparse.Namespace(**{**vars(args), "runs": args.runs or DEFAULT_RUNS[section]})
+        outcome = SECTIONS[section][1](run)
+        publish(section, outcome, run, time.perf_counter() - start)
     return 0
 
 
