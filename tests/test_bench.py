@@ -290,3 +290,13 @@ def test_adb_refuses_an_onnx_model(models, tmp_path, monkeypatch):
     result = invoke(models["a"], "--adb")
     assert result.exit_code == 1
     assert "needs a .tflite model" in result.stderr and adb_calls(log) == []
+
+
+def test_progress_bar_on_long_runs_only(models):
+    long = invoke(models["a"], "--runs", 1, "--warmup", 0, "--min-seconds", 2.2, "--progress")
+    assert long.exit_code == 0, long.stderr
+    assert "timing" in long.stderr
+    short = invoke(models["a"], "--runs", 2, "--warmup", 0, "--progress")
+    assert short.exit_code == 0 and "timing" not in short.stderr
+    quiet = invoke(models["a"], "--runs", 1, "--warmup", 0, "--min-seconds", 2.2, "--no-progress")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
