@@ -43,10 +43,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.corpus import fuzz_targets as targets  # noqa: E402
 
-DTYPES = ["bool", "uint8", "int8", "uint16", "int16", ">u2", "uint32", "int32", "int64", "uint64", "float16",
-          "float32", ">f4", "float64", "complex64"]
-PIL_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "LA", "PA", "RGBX", "RGBa",
-             "La", "I;16", "I;16B", "I;16L"]
 EXIT_HANG = 3
 
 
@@ -58,12 +54,13 @@ def random_json(rnd: random.Random, depth: int = 0) -> Any:
     if kind == 1:
         return rnd.random() < 0.5
     if kind == 2:
-        return rnd.choice([0, 1, -1, 3, 32, 255, 256, 2 ** 31, 2 ** 63, 10 ** 400, -(10 ** 400), rnd.randint(-999, 999)])
+        return rnd.choice([0, 1, -1, 3, 32, 255, 256, 2 ** 31, 2 ** 63, 10 ** 400, -(10 ** 400),
+                           rnd.randint(-999, 999)])
     if kind == 3:
         return rnd.choice([0.0, -0.0, 0.5, 1e-300, 1e300, float("nan"), float("inf"), -float("inf"), rnd.random()])
     if kind in (4, 5):
-        return rnd.choice(["", "RGB", "L", "NCHW", "NHWC", "uint8", "float32", "bicubic", "logits", "slidelite.metadata",
-                           "\x00", "\ud7ff", "é" * rnd.randint(0, 5), rnd.randbytes(6).hex()])
+        return rnd.choice(["", "RGB", "L", "NCHW", "NHWC", "uint8", "float32", "bicubic", "logits",
+                           "slidelite.metadata", "\x00", "\ud7ff", "é" * rnd.randint(0, 5), rnd.randbytes(6).hex()])
     if kind in (6, 7):
         return [random_json(rnd, depth + 1) for _ in range(rnd.randint(0, 4))]
     return {rnd.choice(["schema", "labels", "input", "height", "mean", "x", ""]) + str(rnd.randrange(3)):
@@ -72,7 +69,7 @@ def random_json(rnd: random.Random, depth: int = 0) -> Any:
 
 def random_array(rnd: random.Random) -> np.ndarray:
     shape = tuple(rnd.choice([0, 1, 2, 3, 4, 5, 17, 40]) for _ in range(rnd.randint(0, 4)))
-    dtype = np.dtype(rnd.choice(DTYPES))
+    dtype = np.dtype(rnd.choice(targets.DTYPES))
     raw = rnd.randbytes(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
@@ -80,7 +77,7 @@ def random_array(rnd: random.Random) -> np.ndarray:
 def random_pil(rnd: random.Random) -> Any:
     from PIL import Image
 
-    image = Image.new(rnd.choice(PIL_MODES), (rnd.randint(0, 48), rnd.randint(0, 48)))
+    image = Image.new(rnd.choice(targets.PIL_MODES), (rnd.randint(0, 48), rnd.randint(0, 48)))
     size = len(image.tobytes())
     if size:
         image.frombytes(rnd.randbytes(size))

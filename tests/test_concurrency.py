@@ -75,7 +75,7 @@ def test_shared_classifier_matches_sequential_results(models: dict, backend: str
                 else:
                     got, want = [_key(clf.classify(images[first]))], [expected[first]]
                 if got != want:
-                    problems.append(f"thread {thread} call {call}: image {first} gave a different result than sequentially")
+                    problems.append(f"thread {thread} call {call}: image {first}: not the sequential result")
             return problems
 
         with ThreadPoolExecutor(THREADS) as pool:

@@ -24,7 +24,8 @@ SPECS_BY_ID: Dict[str, Spec] = {spec.id: spec for spec in SPECS}
 
 def _params() -> Iterator[object]:
     for spec in SPECS:
-        runners = ("subprocess",) if spec.unprivileged else ("clirunner",) + (("subprocess",) if spec.subprocess else ())
+        also = ("subprocess",) if spec.subprocess else ()
+        runners = ("subprocess",) if spec.unprivileged else ("clirunner", *also)
         marks = (pytest.mark.convert, pytest.mark.slow) if spec.family == "checkpoint" else ()
         for runner in runners:
             yield pytest.param(spec.id, runner, id=f"{spec.family}-{spec.id}-{runner}", marks=marks)

@@ -40,10 +40,6 @@ json_scalars = st.none() | st.booleans() | st.integers() | st.integers(min_value
     | st.floats() | st.text(max_size=20)
 json_values = st.recursive(json_scalars, lambda children: st.lists(children, max_size=5)
                            | st.dictionaries(st.text(max_size=12), children, max_size=5), max_leaves=30)
-DTYPES = ["bool", "uint8", "int8", "uint16", "int16", ">u2", "uint32", "int32", "int64", "uint64", "float16",
-          "float32", ">f4", "float64", "complex64"]
-PIL_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "LA", "PA", "RGBX", "RGBa",
-             "La", "I;16", "I;16B", "I;16L"]
 
 
 @pytest.fixture(autouse=True)
@@ -81,14 +77,15 @@ def test_unmutated_seeds_are_accepted() -> None:
 
 
 @BOUNDED
-@given(array=hnp.arrays(dtype=st.sampled_from(DTYPES), shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=12)),
+@given(array=hnp.arrays(dtype=st.sampled_from(targets.DTYPES),
+                        shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=12)),
        metadata=metadata_variants)
 def test_arrays_of_any_dtype_and_shape(array: np.ndarray, metadata) -> None:
     targets.image_to_tensor(array, metadata)
 
 
 @BOUNDED
-@given(mode=st.sampled_from(PIL_MODES), width=st.integers(0, 40), height=st.integers(0, 40),
+@given(mode=st.sampled_from(targets.PIL_MODES), width=st.integers(0, 40), height=st.integers(0, 40),
        rnd=st.randoms(use_true_random=False), metadata=metadata_variants)
 def test_pil_images_of_any_mode_and_size(mode: str, width: int, height: int, rnd: random.Random, metadata) -> None:
     image = Image.new(mode, (width, height))

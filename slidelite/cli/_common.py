@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import warnings
@@ -50,9 +51,12 @@ def error_boundary(command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> None:
         try:
             with warnings.catch_warnings():
-                # Pillow warns on stderr before the runtime refuses a decompression bomb or ignores corrupt
-                # EXIF data; the runtime's own one-line message (or the result) is what the user gets.
+                # Pillow warns (and logs, through logging's last-resort handler) on stderr before the runtime
+                # refuses a decompression bomb or a damaged file, or ignores corrupt EXIF data; the runtime's
+                # own one-line message (or the result) is what the user gets.
                 warnings.filterwarnings("ignore", module=r"PIL\.")
+                if not logging.getLogger("PIL").handlers:
+                    logging.getLogger("PIL").addHandler(logging.NullHandler())
                 code = command(*args, **kwargs)
         except SlideliteError as exc:
             print_error(str(exc))

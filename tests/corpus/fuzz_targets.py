@@ -37,6 +37,12 @@ METADATA_VARIANTS: Tuple[Dict[str, Any], ...] = (
     dict(layout="NHWC", dtype="uint8", resize_mode="squash", crop_pct=1.0),
     dict(dtype="int8", size=17, interpolation="nearest", crop_pct=0.5),
 )
+#: numpy dtypes of the random-array inputs (big-endian and complex included).
+DTYPES = ("bool", "uint8", "int8", "uint16", "int16", ">u2", "uint32", "int32", "int64", "uint64", "float16",
+          "float32", ">f4", "float64", "complex64")
+#: PIL modes of the random-image inputs.
+PIL_MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "LA", "PA", "RGBX", "RGBa",
+             "La", "I;16", "I;16B", "I;16L")
 #: Fixture ONNX variants used as seeds of the model-file mutations.
 MODEL_VARIANTS: Tuple[Dict[str, Any], ...] = (
     {}, dict(layout="NHWC", dtype="uint8"), dict(output_dtype="uint8", output_kind="probabilities"),
