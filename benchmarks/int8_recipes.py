@@ -30,7 +30,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="slide_swin_tiny", help="zoo name or module:attr")
     parser.add_argument("--checkpoint", type=Path, default=None, help="trained weights (default: random init)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=30, help="timed rounds (each round runs every model once)")
+    parser.add_argument("--runs", type=int, default=60, help="timed rounds (each round runs every model once)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--profile-runs", type=int, default=5)
     parser.add_argument("--crops", type=int, default=5, help="crops per photo (6 photos): 36 images by default")
@@ -86,16 +86,17 @@ def main() -> int:
             embed_metadata(out, build_metadata(loaded, metadata.labels, precision="int8"))
             parity = compare_logits(reference, onnx_logits(out, images.inputs, args.threads))
             files[recipe.name] = out
-            rows.append({"label": recipe.name, "recipe": recipe.summary, "size_mb": out.stat().st_size / 1e6,
+            rows.append({"label": recipe.name + (" (default)" if recipe.name == DEFAULT_RECIPE else ""),
+                         "recipe": recipe.summary, "size_mb": out.stat().st_size / 1e6,
                          "size_ratio": out.stat().st_size / fp32.stat().st_size, "agreement": parity.top1_agreement,
                          "cosine": parity.cosine, "quantize_s": seconds})
             stage(f"quantized {recipe.name} in {seconds:.0f} s", start)
         timing = measure([runtime_target(label, path, "onnxruntime", args.threads) for label, path in files.items()],
                          warmup=args.warmup, runs=args.runs, progress=False)
         stage("timed (interleaved)", start)
-        for row in rows:
-            row["p50_ms"] = timing.row(row["label"])["p50_ms"]
-            row["speedup"] = timing.ratio("fp32", row["label"])
+        for row, label in zip(rows, files):
+            row["p50_ms"] = timing.row(label)["p50_ms"]
+            row["speedup"] = timing.ratio("fp32", label)
         profiles = {label: profile_op_types(path, images.inputs[:1], args.threads, args.profile_runs)
                     for label, path in files.items()}
         stage("profiled", start)
@@ -128,7 +129,8 @@ def render(document: dict, report: dict, args: argparse.Namespace) -> str:
     return "\n\n".join([
         f"`{command.strip()}` — {document['model']} ({document['checkpoint']}), batch 1, {document['images']} "
         "real photos and crops (scikit-image samples) for calibration and agreement; agreement and cosine are "
-        "against the fp32 ONNX file.",
+        f"against the fp32 ONNX file; p50 of {args.runs} interleaved rounds (each round runs every file once, "
+        "through slidelite's onnxruntime backend).",
         environment_line(report, document["threads"]),
         table,
         "Per-op-type kernel time (onnxruntime profiler, after its graph fusions; "

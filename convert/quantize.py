@@ -36,9 +36,6 @@ class Int8Recipe:
     extra_options: Dict[str, Any] = field(default_factory=dict)
 
 
-# MinMax calibration keeps every calibrated tensor of every image unless told to reduce as it goes
-# (Slide-Swin-T: > 10 GB for 36 images without this)
-STATIC_DEFAULTS: Dict[str, Any] = {"CalibMaxIntermediateOutputs": 8}
 _FLOAT_OUTPUTS = {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]}
 RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
     Int8Recipe("dynamic-matmul",
@@ -92,7 +89,7 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, recipe: Int8Recipe, reader: 
                                   quant_format=getattr(q.QuantFormat, recipe.quant_format),
                                   activation_type=getattr(q.QuantType, recipe.activation_type),
                                   calibrate_method=getattr(q.CalibrationMethod, recipe.calibrate_method),
-                                  extra_options={**STATIC_DEFAULTS, **recipe.extra_options})
+                                  extra_options=dict(recipe.extra_options))
             else:
                 q.quantize_dynamic(str(fp32_path), str(int8_path), **common, extra_options=dict(recipe.extra_options))
     except Exception as exc:  # onnxruntime's quantizer raises bare Exceptions
