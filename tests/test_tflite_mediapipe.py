@@ -39,4 +39,4 @@ def test_mediapipe_image_classifier_agrees_with_the_runtime(converted, precision
         for crop in crops:
             ours = clf.classify(str(crop)).categories[0]
             theirs = got[str(crop)]
-            assert (theirs["index"], theirs["label"]) == (ours.index, ours.category_name), crop.name
+            assert (theirs["index"], theirs["label"]) == (ours.index, ours.label), crop.name
