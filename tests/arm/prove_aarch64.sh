@@ -62,7 +62,12 @@ cleanup() {
 trap cleanup EXIT
 for m in proc sys dev dev/pts; do mountpoint -q "$ROOT/$m" || mount --bind "/$m" "$ROOT/$m"; done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+# pip inside the root trusts what the host trusts (including a TLS-inspecting proxy's CA, if there is one)
+cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca-certificates.crt"
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
+    PIP_CERT=/etc/ssl/host-ca-certificates.crt "$@"
+}
 in_root uname -m
 in_root python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0], platform.libc_ver())'
 
