@@ -57,10 +57,13 @@ else
 fi
 
 cleanup() {
-  for m in dev/pts dev proc sys; do mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"; done; true
+  for m in dev/pts dev sys; do mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"; done; true
 }
 trap cleanup EXIT
-for m in proc sys dev dev/pts; do mountpoint -q "$ROOT/$m" || mount --bind "/$m" "$ROOT/$m"; done
+# No /proc on purpose: qemu-user 7.2 shows the emulated program the x86 host's /proc/cpuinfo, and
+# onnxruntime's CPU detection (pytorch/cpuinfo) segfaults parsing it; without /proc it falls back to
+# generic aarch64 kernels with a warning. A real aarch64 board has its own /proc/cpuinfo.
+for m in sys dev dev/pts; do mountpoint -q "$ROOT/$m" || mount --bind "/$m" "$ROOT/$m"; done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # pip inside the root trusts what the host trusts (including a TLS-inspecting proxy's CA, if there is one)
 cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca-certificates.crt"
