@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple, Union
 
 import click
 
+from ..backends.litert_backend import held_native_stderr
 from ..errors import ImageError, UsageError
 from ..options import ClassifierOptions
 from ..results import ClassificationResult
@@ -119,14 +120,23 @@ def classify_all(classifier: "Classifier", inputs: Iterable[InputItem], writer: 
             print_error(str(item))
             failed += 1
             continue
-        try:
-            result = classifier.classify(item)
-        except ImageError as exc:
-            print_error(_naming(item, str(exc)))
+        with held_native_stderr() as native:  # C decoders (libtiff) print their own lines on stderr
+            try:
+                result: Optional[ClassificationResult] = classifier.classify(item)
+            except ImageError as exc:
+                result, problem = None, _naming(item, _with_native_detail(str(exc), native()))
+        if result is None:
+            print_error(problem)
             failed += 1
             continue
         writer.write(item, result)
     return failed
+
+
+def _with_native_detail(message: str, native_log: str) -> str:
+    """The error message, followed by the last line a C decoder printed while failing (if any)."""
+    lines = [line.strip() for line in native_log.splitlines() if line.strip()]
+    return f"{message}; {lines[-1]}" if lines else message
 
 
 def _naming(path: str, message: str) -> str:

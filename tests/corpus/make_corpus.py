@@ -182,11 +182,11 @@ def _jpeg_header(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def _tiff_header(width: int, height: int, samples: int = 1) -> bytes:
+def _tiff_header(width: int, height: int, samples: int = 1, compression: int = 1, strip_bytes: int = 16) -> bytes:
     """A little-endian TIFF with one IFD claiming ``width`` x ``height`` 8-bit pixels of ``samples`` channels,
-    and 16 bytes of strip."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, samples), (278, 4, 1, height), (279, 4, 1, 16)]
+    a ``compression`` and a strip of ``strip_bytes`` bytes, of which 16 are there."""
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, compression), (262, 3, 1, 1),
+               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, samples), (278, 4, 1, height), (279, 4, 1, strip_bytes)]
     ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x7f" * 16
 
@@ -340,6 +340,9 @@ IMAGE_SPECS: List[Spec] = [
     Spec("huge_tiff_header", "image", _write("huge.tif", lambda: _tiff_header(100_000, 100_000)), 1, BOMB),
     Spec("tiff_262_samples_per_pixel", "image", _write("spp.tif", lambda: _tiff_header(4, 4, samples=262)), 1,
          NOT_IMAGE, subprocess=True),
+    Spec("tiff_lzw_strip_cut_short", "image",
+         _write("lzw.tif", lambda: _tiff_header(32, 36, compression=5, strip_bytes=1152)), 1,
+         "Read error on strip 0", subprocess=True),
     Spec("zero_height_png", "image", _write("flat.png", lambda: png_header_only(64, 0)), 1, NOT_IMAGE),
     Spec("zero_height_bmp", "image", _write("flat.bmp", lambda: _bmp_header(64, 0)), 1, NOT_IMAGE),
     Spec("zero_width_gif", "image", _write("thin.gif", lambda: _gif_header(0, 64)), 1, NOT_IMAGE),
