@@ -1,8 +1,9 @@
 """The pure-numpy backend: parity with onnxruntime on real exports, clear refusals, malformed files.
 
-Models: the runtime fixture classifier (all its float variants, also checked against an independent
-float64 computation), random-init ``slide_swin_micro`` and ``slide_swin_tiny`` (re-parameterized) and the
-real ImageNet EfficientNet-Lite0 of the zoo, each exported the converter's way (dynamo, opset 20,
+Models: the runtime fixture classifier (its variants, also checked against an independent float64
+computation), every shipped fp32 ONNX model, random-init re-parameterized ``slide_swin_micro``,
+``slide_swin_tiny``, ``slide_pvt_tiny`` and ``slide_pvtv2_b1`` and the real ImageNet EfficientNet-Lite0 of
+the zoo, each exported the converter's way (dynamo, opset 20,
 onnxslim) and the legacy way (TorchScript exporter, opset 17, with and without onnxslim). Inputs are
 scikit-image's real photos.
 """
@@ -174,10 +175,12 @@ def test_efficientnet_lite0_matches_onnxruntime_on_photos(effnet: Dict[str, Path
 
 @pytest.mark.convert
 @pytest.mark.slow
-def test_slide_swin_tiny_matches_onnxruntime(tmp_path: Path) -> None:
-    paths = _export("slide_swin_tiny", tmp_path, (1, 3, 224, 224))
-    for way in ("dynamo20_slim", "legacy17_slim"):
-        assert_parity(paths[way], photo_batch(224)[:2])
+@pytest.mark.parametrize("name", ["slide_swin_tiny", "slide_pvt_tiny", "slide_pvtv2_b1"])
+def test_imagenet_slide_models_match_onnxruntime(tmp_path: Path, name: str) -> None:
+    """The 224x224 Slide models of the zoo (random init, re-parameterized), every export way."""
+    paths = _export(name, tmp_path, (1, 3, 224, 224))
+    for path in paths.values():
+        assert_parity(path, photo_batch(224)[:2])
 
 
 def test_batch_run_equals_single_runs_and_is_thread_safe(tmp_path: Path) -> None:

@@ -76,17 +76,10 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b)
 
 
-def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if b.size == 1 and float(b.reshape(-1)[0]) == 2.0:
-        return np.multiply(a, a)
-    if b.size == 1 and float(b.reshape(-1)[0]) == 0.5:
-        return np.sqrt(a)
-    return np.power(a, b.astype(a.dtype, copy=False))
-
-
-for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow,
-                   "Sqrt": np.sqrt, "Neg": np.negative, "Identity": lambda x: x,
-                   "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "MatMul": np.matmul}.items():
+for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Neg": np.negative,
+                   "Identity": lambda x: x,
+                   "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "MatMul": np.matmul, "Equal": np.equal,
+                   "Where": np.where}.items():
     _simple(_name, _fn)
 
 
@@ -98,7 +91,6 @@ def _mod(node: Node, consts: Consts) -> Kernel:
 
 @_op("Clip")
 def _clip(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
     def clip(x: np.ndarray, lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> np.ndarray:
         if lo is None and hi is None:
             return x
@@ -394,6 +386,14 @@ def _reshape(node: Node, consts: Consts) -> Kernel:
     return reshape
 
 
+@_op("Expand")
+def _expand(node: Node, consts: Consts) -> Kernel:
+    def expand(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(shape))))
+
+    return expand
+
+
 @_op("Flatten")
 def _flatten(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
@@ -411,16 +411,6 @@ def _transpose(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     perm = attrs.get("perm")
     return lambda x: np.transpose(x, perm)
-
-
-@_op("Squeeze")
-def _squeeze(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
-    def squeeze(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
-        chosen = _axes(attrs, axes)
-        return np.squeeze(x) if chosen is None else np.squeeze(x, axis=chosen)
-
-    return squeeze
 
 
 @_op("Unsqueeze")
@@ -441,26 +431,8 @@ def _concat(node: Node, consts: Consts) -> Kernel:
     return lambda *xs: np.concatenate([x for x in xs if x is not None], axis=axis)
 
 
-@_op("Split")
-def _split(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
-    axis = attrs.get("axis", 0)
-    outputs = attrs.get("num_outputs", len(node.outputs))
-
-    def split(x: np.ndarray, sizes: Optional[np.ndarray] = None) -> Result:
-        chosen = attrs.get("split") or _ints(sizes)
-        if not chosen:  # equal parts (the last one smaller when it does not divide, opset 18)
-            step = -(-x.shape[axis] // outputs)
-            chosen = [min(step, x.shape[axis] - i * step) for i in range(outputs)]
-        bounds = np.cumsum(chosen)[:-1]
-        return tuple(np.split(x, bounds, axis=axis))
-
-    return split
-
-
 @_op("Slice")
 def _slice(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
     def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray] = None,
                steps: Optional[np.ndarray] = None) -> np.ndarray:
         begin, stop = _ints(starts), _ints(ends)
