@@ -1,17 +1,19 @@
 """Host-side helper of prove_aarch64.sh: which classifications to run, and the x86_64/aarch64 comparison.
 
-    python tests/arm/proof_cases.py cases WORK      # writes WORK/cases.txt (and WORK/fixture.onnx if needed)
+    python tests/arm/proof_cases.py cases WORK [EXTRA.onnx ...]   # writes WORK/cases.txt (copies models into WORK)
     python tests/arm/proof_cases.py compare WORK TOLERANCE
 
 A case is ``model|photo|aarch64 backend|x86_64 reference backend`` (model empty: the default model). With
 shipped models (slidelite/models/manifest.json): the default model with ``auto`` on both sides, and every
 fp32 ONNX file with onnxruntime and with numpy on aarch64, both against x86_64 onnxruntime. Without any:
-the runtime tests' fixture ONNX classifier, the same two ways. Photos are the bundled samples (the
-Fashion-MNIST ankle boot for the Fashion-MNIST models, else chelsea the cat).
+the runtime tests' fixture ONNX classifier, the same two ways. Every EXTRA ONNX file given (a model with
+slidelite metadata, e.g. fresh from ``slidelite convert``) is run the same two ways too. Photos are the
+bundled samples (the Fashion-MNIST ankle boot for the Fashion-MNIST models, else chelsea the cat).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -21,8 +23,12 @@ INSIDE = "/opt/slidelite-proof"  # WORK as seen inside the arm64 root
 Case = Tuple[str, str, str, str]
 
 
-def cases(work: Path) -> List[Case]:
-    """The classifications to run; builds the fixture model into ``work`` when nothing is shipped."""
+def _both_onnx_backends(model: str, photo: str) -> List[Case]:
+    return [(model, photo, backend, "onnxruntime") for backend in ("onnxruntime", "numpy")]
+
+
+def cases(work: Path, extra: List[Path]) -> List[Case]:
+    """The classifications to run; copies ``extra`` (and the fixture model when nothing is shipped) into ``work``."""
     sys.path.insert(0, str(ROOT))
     from slidelite.models import list_shipped
 
@@ -32,12 +38,15 @@ def cases(work: Path) -> List[Case]:
         if model.default:
             found.append(("", photo, "auto", "auto"))
         if model.format == "onnx" and model.precision == "fp32":
-            found += [(model.file, photo, backend, "onnxruntime") for backend in ("onnxruntime", "numpy")]
+            found += _both_onnx_backends(model.file, photo)
     if not found:
         from tests._runtime_fixtures import make_fixture_onnx
 
         make_fixture_onnx(work / "fixture.onnx")
-        found = [(f"{INSIDE}/fixture.onnx", "chelsea.jpg", backend, "onnxruntime") for backend in ("onnxruntime", "numpy")]
+        found = _both_onnx_backends(f"{INSIDE}/fixture.onnx", "chelsea.jpg")
+    for path in extra:
+        shutil.copyfile(path, work / path.name)
+        found += _both_onnx_backends(f"{INSIDE}/{path.name}", "chelsea.jpg")
     return list(dict.fromkeys(found))
 
 
@@ -62,10 +71,11 @@ def compare(work: Path, tolerance: float) -> bool:
 
 
 def main(argv: List[str]) -> int:
-    """``cases WORK`` or ``compare WORK TOLERANCE``."""
+    """``cases WORK [EXTRA.onnx ...]`` or ``compare WORK TOLERANCE``."""
     work = Path(argv[1])
     if argv[0] == "cases":
-        (work / "cases.txt").write_text("".join("|".join(case) + "\n" for case in cases(work)))
+        found = cases(work, [Path(p) for p in argv[2:]])
+        (work / "cases.txt").write_text("".join("|".join(case) + "\n" for case in found))
         return 0
     return 0 if compare(work, float(argv[2])) else 1
 

@@ -6,6 +6,7 @@
 #   ROOT            the arm64 root folder (default /work/arm64root; created when missing, reused after)
 #   DEBIAN_MIRROR   default http://deb.debian.org/debian
 #   HOST_PYTHON     x86 python with slidelite's dev+onnx extras (default: <repo>/.venv/bin/python)
+#   EXTRA_ONNX      space-separated extra .onnx models (with slidelite metadata) to classify with too
 #
 # Steps: host packages -> binfmt_misc registration of qemu-aarch64 -> debootstrap (two stages) -> the
 # wheel built from this checkout -> a venv inside the root with PyPI's aarch64 wheels (numpy, pillow,
@@ -81,7 +82,8 @@ ls "$ROOT$WORK/dist"
 cp "$REPO"/slidelite/samples/* "$ROOT$WORK/"
 
 step "cases, and the x86_64 reference runs"
-(cd "$REPO" && "$HOST_PYTHON" tests/arm/proof_cases.py cases "$ROOT$WORK")
+read -r -a extra <<< "${EXTRA_ONNX:-}"
+(cd "$REPO" && "$HOST_PYTHON" tests/arm/proof_cases.py cases "$ROOT$WORK" "${extra[@]}")
 cat "$ROOT$WORK/cases.txt"
 classify_args() {  # MODEL PHOTO BACKEND [PREFIX]: the classify arguments, one per line
   local model=$1 photo=$2 backend=$3 prefix=${4:-}
