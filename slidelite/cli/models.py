@@ -32,6 +32,8 @@ def command(as_json: bool) -> None:
             click.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip())
         for model in shipped:
             click.echo(f"  {model.file}: {model.path} sha256 {model.sha256}")
+            if model.description:
+                click.echo(f"    {model.description}")
     else:
         click.echo("No models are shipped in this installation: pass --model FILE to the commands "
                    "(convert one with `slidelite convert`).")
