@@ -13,9 +13,8 @@ then, for fp32 and each recipe:
 * per-op profile: LiteRT's Python API has no op profiler, so each distinct operator (type, shapes,
   dtypes) is cut out into a one-op model with its real weights and quantization, run in LiteRT with the
   same threads (XNNPACK takes it when it supports it, else the built-in kernel runs, exactly as in the
-  whole model), and its median time is multiplied by how often it occurs. All one-op models of all files
-  are timed in interleaved rounds. The sum is shown next to the whole-model time (the whole model also pays
-  for leaving and re-entering XNNPACK between partitions; isolated ops pay a per-invoke overhead).
+  whole model), and its median time is multiplied by how often it occurs. The sum is shown next to the
+  whole-model time: the gap is the cost of leaving and re-entering XNNPACK between partitions.
 
 Files are cached in ``--work`` (git-ignored ``tmp/``), so a second run re-times without re-converting.
 """
@@ -91,28 +90,8 @@ def whole_model_latency(paths: Dict[str, Path], threads: int, runs: int) -> Dict
 # ------------------------------------------------------------------------------------------- op profile
 
 
-def op_profiles(paths: Dict[str, Path], threads: int, runs: int = 5) -> Dict[str, Dict[str, float]]:
-    """``{model: {op type: total ms}}`` from isolated one-op models (see the module docstring), timed in
-    interleaved rounds (every op of every model once per round) so load changes hit all models alike."""
-    ops = {name: _one_op_interpreters(path, threads) for name, path in paths.items()}
-    times: Dict[tuple, List[float]] = collections.defaultdict(list)
-    for _ in range(runs + 1):
-        for name, entries in ops.items():
-            for position, (_, _, interpreter) in enumerate(entries):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[(name, position)].append((time.perf_counter() - start) * 1e3)
-    profiles: Dict[str, Dict[str, float]] = {}
-    for name, entries in ops.items():
-        totals: Dict[str, float] = collections.defaultdict(float)
-        for position, (kind, count, _) in enumerate(entries):
-            totals[kind] += float(np.median(times[(name, position)][1:])) * count
-        profiles[name] = dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-    return profiles
-
-
-def _one_op_interpreters(path: Path, threads: int) -> List[tuple]:
-    """``[(op type, occurrences, interpreter)]``: one one-op model per distinct (type, input shapes, dtypes)."""
+def op_profile(path: Path, threads: int, runs: int = 5) -> Dict[str, float]:
+    """``{op type: total ms}`` over the whole graph, from isolated one-op models (see the module docstring)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -123,16 +102,16 @@ def _one_op_interpreters(path: Path, threads: int) -> List[tuple]:
     for index, op in enumerate(graph.operators):
         code = model.operatorCodes[op.opcodeIndex]
         kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
-        shapes = tuple((tuple(graph.tensors[t].shape if graph.tensors[t].shape is not None else ()),
-                        graph.tensors[t].type) for t in op.inputs if t >= 0)
-        groups[(kind, shapes)].append(index)
-    return [(kind, len(members), _one_op_interpreter(model, graph, members[0], threads))
-            for (kind, _), members in groups.items()]
+        key = (kind, tuple((tuple(graph.tensors[t].shape if graph.tensors[t].shape is not None else ()), graph.tensors[t].type) for t in op.inputs if t >= 0))
+        groups[key].append(index)
+    totals: Dict[str, float] = collections.defaultdict(float)
+    for (kind, _), members in groups.items():
+        totals[kind] += _time_one_op(model, graph, members[0], threads, runs) * len(members)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def _one_op_interpreter(model, graph, index: int, threads: int):
-    """A ready LiteRT interpreter running operator ``index`` alone: its constant inputs keep their buffers, the
-    others become random inputs."""
+def _time_one_op(model, graph, index: int, threads: int, runs: int) -> float:
+    """Median ms of operator ``index`` alone: its constant inputs keep their buffers, the others become inputs."""
     import copy
 
     from ai_edge_litert import schema_py_generated as schema
@@ -170,7 +149,12 @@ def _one_op_interpreter(model, graph, index: int, threads: int):
         value = (rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, detail["shape"]) if dtype.kind in "iu"
                  else rng.standard_normal(detail["shape"]))
         interpreter.set_tensor(detail["index"], value.astype(dtype))
-    return interpreter
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times[1:]))
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -218,7 +202,7 @@ def main() -> None:
         print(f"{name:<16}{size / 1e6:>9.1f}{size / fp32_size:>8.3f}{latency[name]:>9.1f}"
               f"{latency['fp32'] / latency[name]:>9.2f}x{agree:>13.3f}{cos:>9.4f}")
 
-    profiles = op_profiles(paths, args.threads, args.profile_runs)
+    profiles = {name: op_profile(path, args.threads, args.profile_runs) for name, path in paths.items()}
     kinds = sorted({k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
     print("\nper-op profile (ms per inference, isolated one-op models; % of the column's sum)")
     print(f"{'op':<22}" + "".join(f"{name:>22}" for name in profiles))
