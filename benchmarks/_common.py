@@ -237,9 +237,9 @@ class Measurement:
         """The row of candidate ``label``."""
         return next(r for r in self.rows if r["label"] == label)
 
-    def ratio(self, slower: str, faster: str) -> float:
-        """p50 of ``slower`` over p50 of ``faster`` (how many times faster ``faster`` is)."""
-        return self.row(slower)["p50_ms"] / self.row(faster)["p50_ms"]
+    def ratio(self, slower: str, faster: str, stat: str = "p50_ms") -> float:
+        """``stat`` (p50 by default) of ``slower`` over that of ``faster`` (how many times faster ``faster`` is)."""
+        return self.row(slower)[stat] / self.row(faster)[stat]
 
 
 def measure(targets: Sequence[Any], warmup: int, runs: int, min_seconds: float = 0.0,
