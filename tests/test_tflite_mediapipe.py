@@ -20,12 +20,14 @@ pytestmark = pytest.mark.convert
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """An RGB slide_swin_micro (3 input channels, 28x28) as fp32 and full-int8 TFLite, plus real photos."""
+    """An RGB slide_swin_micro (3 input channels, 28x28) as fp32 and full-int8 TFLite, plus real photos. crop_pct 1:
+    a photo already at the model size then reaches both classifiers untouched."""
     folder = tmp_path_factory.mktemp("mp")
     photos = folder / "photos"
     write_sample_photos(photos, crops=2)
     files = convert_fp32_and_int8(folder, photos, 3, lambda: create_model("slide_swin_micro", in_chans=3),
-                                  min_agreement=0.8, name="micro_rgb", preprocess=PreprocessOverrides(input_size=(28, 28)))
+                                  min_agreement=0.8, name="micro_rgb",
+                                  preprocess=PreprocessOverrides(input_size=(28, 28), crop_pct=1.0))
     return files, sorted(photos.glob("*.png")), folder
 
 
