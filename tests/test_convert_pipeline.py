@@ -99,7 +99,7 @@ def test_slide_swin_tiny_fp32_and_int8(tmp_path_factory):
     assert result.sizes["int8"] <= 0.27 * result.sizes["fp32"], result.sizes
     assert "int8 vs torch" in result.report
     with Classifier.from_file(job.output) as clf:
-        assert clf.metadata.labels[281] == "tabby, tabby cat" or len(clf.metadata.labels) == 1000
+        assert clf.metadata.labels[281] == "tabby, tabby cat" and clf.metadata.precision == "int8"
         assert len(clf.classify(str(photos / "chelsea.png")).categories) == 5
 
 
