@@ -183,6 +183,54 @@ def test_imagenet_slide_models_match_onnxruntime(tmp_path: Path, name: str) -> N
         assert_parity(path, photo_batch(224)[:2])
 
 
+RNG = np.random.default_rng(7)
+KERNEL_CASES = {  # name -> (node, runtime input, initializers): option combinations beyond the exports' own
+    "conv_groups_dilation": (
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], group=2, dilations=[2, 1], strides=[2, 1], pads=[1, 0, 2, 1]),
+        RNG.standard_normal((2, 4, 9, 8)), {"w": RNG.standard_normal((6, 2, 3, 2)), "b": RNG.standard_normal(6)}),
+    "conv_same_upper": (helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 3], auto_pad="SAME_UPPER"),
+                        RNG.standard_normal((1, 2, 8, 7)), {"w": RNG.standard_normal((3, 2, 4, 3))}),
+    "conv_same_lower_depthwise": (
+        helper.make_node("Conv", ["x", "w"], ["y"], group=2, strides=[2, 2], auto_pad="SAME_LOWER"),
+        RNG.standard_normal((1, 2, 8, 7)), {"w": RNG.standard_normal((2, 1, 4, 4))}),
+    "conv_depthwise_multiplier_stride2": (
+        helper.make_node("Conv", ["x", "w"], ["y"], group=3, strides=[2, 2], pads=[2, 1, 1, 2], kernel_shape=[5, 3]),
+        RNG.standard_normal((1, 3, 11, 10)), {"w": RNG.standard_normal((6, 1, 5, 3))}),
+    "conv_1x1_stride2": (helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2]),
+                         RNG.standard_normal((2, 5, 7, 7)), {"w": RNG.standard_normal((3, 5, 1, 1))}),
+    "gemm_trans_alpha_beta": (helper.make_node("Gemm", ["x", "w", "c"], ["y"], transA=1, alpha=0.5, beta=2.0),
+                              RNG.standard_normal((4, 3)), {"w": RNG.standard_normal((4, 5)), "c": RNG.standard_normal(5)}),
+    "gather_nd_negative": (helper.make_node("GatherND", ["x", "i"], ["y"]), RNG.standard_normal((4, 5, 6)),
+                           {"i": np.array([[0, -1], [3, 2]], np.int64)}),
+    "slice_negative_step": (helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"]), RNG.standard_normal((3, 8, 5)),
+                            {"s": np.array([-1, 4], np.int64), "e": np.array([-9, 1], np.int64),
+                             "a": np.array([1, 2], np.int64), "st": np.array([-2, -1], np.int64)}),
+    "pad_reflect": (helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect"), RNG.standard_normal((1, 2, 4, 5)),
+                    {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)}),
+    "softmax_axis1": (helper.make_node("Softmax", ["x"], ["y"], axis=1), RNG.standard_normal((2, 7, 3)), {}),
+    "layernorm_axis1": (helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=1, epsilon=1e-3),
+                        RNG.standard_normal((2, 3, 4)), {"g": RNG.standard_normal((3, 4)), "b": RNG.standard_normal((3, 4))}),
+    "gelu_tanh": (helper.make_node("Gelu", ["x"], ["y"], approximate="tanh"), RNG.standard_normal((3, 9)) * 3, {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KERNEL_CASES))
+def test_kernel_options_match_onnxruntime(tmp_path: Path, case: str) -> None:
+    """One-node graphs with attribute combinations (groups, dilation, auto_pad, negative steps/indices...)."""
+    node, x, inits = KERNEL_CASES[case]
+    x = x.astype(np.float32)
+    tensors = [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k) for k, v in inits.items()]
+    graph = helper.make_graph([node], case, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "op.onnx"))
+    numpy_backend, ort_backend = backends(tmp_path / "op.onnx")
+    got, want = numpy_backend.run(x), ort_backend.run(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_batch_run_equals_single_runs_and_is_thread_safe(tmp_path: Path) -> None:
     path = make_fixture_onnx(tmp_path / "fixture.onnx")
     backend = create_backend(open_model_file(path), "numpy", threads=1)

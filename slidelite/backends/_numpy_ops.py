@@ -455,6 +455,17 @@ def _gather(node: Node, consts: Consts) -> Kernel:
     return lambda x, indices: np.take(x, indices.astype(np.int64, copy=False), axis=axis)
 
 
+@_op("GatherND")
+def _gather_nd(node: Node, consts: Consts) -> Kernel:
+    if node.attributes.get("batch_dims", 0) != 0:
+        raise OpError("GatherND with batch_dims > 0 is not supported")
+
+    def gather_nd(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return x[tuple(np.moveaxis(indices.astype(np.int64, copy=False), -1, 0))]
+
+    return gather_nd
+
+
 @_op("Pad")
 def _pad(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
