@@ -328,11 +328,11 @@ def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optiona
     whisker = [r["p90_ms"] - r["p50_ms"] for r in rows][::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.4), dpi=110)
     ax.barh(labels, p50, xerr=[[0] * len(rows), whisker], color="#4c72b0", capsize=3)
-    for y, value in enumerate(p50):
-        ax.text(value, y, f" {value:.1f} ms", va="center", fontsize=8)
-    ax.set_xlabel("latency per image, p50 (whisker: p90), ms")
+    for y, (value, extra) in enumerate(zip(p50, whisker)):
+        ax.text(value + extra, y, f"  {value:.4g} ms", va="center", fontsize=8)
+    ax.set_xlabel("latency per run (batch 1), p50 with a whisker to p90, ms")
     ax.set_title(title, fontsize=10)
-    ax.set_xlim(0, max(r["p90_ms"] for r in rows) * 1.25)
+    ax.set_xlim(0, max(r["p90_ms"] for r in rows) * 1.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
