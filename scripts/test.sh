@@ -11,5 +11,7 @@ fi
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q -e ".[dev,convert,onnx,litert,camera]"
-$PY -m pip install -q --no-deps timm==1.0.31
+# the TFLite toolchain: litert-torch in .venv, and .venv-tflite (numpy<2) for tflite-support's metadata
+# writer, tflite-runtime and MediaPipe Tasks (see the script's header)
+./scripts/setup_tflite.sh
 exec $PY -m pytest -n 2 "$@"
