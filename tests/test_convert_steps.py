@@ -14,10 +14,10 @@ from slidelite.convert import calibration, labels, load, model_metadata, onnx_ex
 from slidelite.convert.errors import (CalibrationError, ConversionError, LabelsError, ModelSpecError, OutputPathError,
                                       ParityError)
 from slidelite.convert.job import ConversionJob, PreprocessOverrides
+from slidelite.convert.samples import write_sample_photos
 from slidelite.errors import UsageError
 from slidelite.metadata import ONNX_METADATA_KEY, parse_metadata
 from slidelite.preprocess import prepare_input
-from slidelite.convert.samples import write_sample_photos
 from tests._convert_fixtures import photo_folder_fixture
 
 pytestmark = pytest.mark.convert
