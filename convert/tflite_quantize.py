@@ -11,10 +11,10 @@ Both recipes run without TensorFlow:
   needs float scores). The best recipe for ARM phones and boards.
 * ``dynamic-int8`` — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32`` restricted to
   FULLY_CONNECTED): int8 weights per channel, activations quantized on the fly by the kernel; float32 input
-  and output. The profile decides the op set: XNNPACK's dynamically-quantized fully-connected kernel is
-  ~4.5x faster than fp32 on x86, but the hybrid depthwise conv (Slide's shift conv, channel multiplier 9)
-  is ~2.7x slower than fp32, and the static int8 LayerNorm pieces (SQUARED_DIFFERENCE) and BATCH_MATMUL
-  fall out of XNNPACK onto slow reference kernels (see docs/tflite.md).
+  and output. The profile decides the op set (``benchmarks/tflite_int8.py``, docs/tflite.md): XNNPACK's
+  dynamically-quantized fully-connected kernel is ~2.8x faster than fp32 on x86, the hybrid depthwise conv
+  (Slide's shift conv, channel multiplier 9) was ~2.7x slower, and int8 BATCH_MATMUL, SQUARED_DIFFERENCE
+  (LayerNorm) and SOFTMAX leave XNNPACK for slower built-in kernels. The fastest int8 recipe here.
 
 ``benchmarks/tflite_int8.py`` measures both against fp32 (latency, size, agreement, per-op profiles).
 """
@@ -56,7 +56,7 @@ RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
     TFLiteInt8Recipe("dynamic-int8", "dynamic-range int8 weights of the fully-connected layers, float activations "
                      "(the fastest int8 with XNNPACK on x86)", full_integer=False),
 )}
-DEFAULT_RECIPE = "full-int8"
+DEFAULT_RECIPE = "full-int8"  # what MediaPipe, Android accelerators and ARM int8 kernels want
 #: the ONNX route's default name, which the CLI and ConversionJob pass when no recipe was chosen
 ONNX_DEFAULT_RECIPE = "dynamic-matmul"
 
