@@ -308,8 +308,8 @@ def environment_line(report: Dict[str, Any], threads: int) -> str:
     return (f"Measured {device['measured_at']} on {device['cpu_model']} ({device['machine']}, "
             f"{device['cores_logical']} logical cores, {device['os']}), Python {device['python']}, "
             f"numpy {device['numpy']}, slidelite {device['slidelite']} (git {str(device['git_commit'])[:12]}); "
-            f"{threads} threads, batch 1; load average {device['loadavg_before'][0]:.2f} before / "
-            f"{device['loadavg_after'][0]:.2f} after (the 2 cores are shared with a training job).")
+            f"{threads} threads, batch 1; 1-minute load average {device['loadavg_before'][0]:.2f} before / "
+            f"{device['loadavg_after'][0]:.2f} after (other jobs share these cores).")
 
 
 def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optional[Path]:
