@@ -22,11 +22,38 @@ run() { echo "+ $*" >&2; "$@"; }
 
 default_model() {
   # Calibration: 6 random crops of each of scikit-image's 19 real photos (seed 0). Evaluation: the full
-  # photos + 12 other crops each (seed 1), never used for calibration.
+  # photos + 12 other crops of each (seed 1), never used for calibration.
   run $PY scripts/build_shipped_models.py photos $WORK/photos_calib --seed 0 --crops 6
   run $PY scripts/build_shipped_models.py photos $WORK/photos_eval --seed 1 --crops 12 --full
-  echo "default: not built yet (see docs/models/efficientnet_lite0.md)" >&2
-  exit 1
+  local w=$WORK/efficientnet_lite0 model=(--model efficientnet_lite0_imagenet --name efficientnet_lite0)
+  # fp32 through the generic path, gated against torch on the 247 evaluation images
+  run "${CONVERT[@]}" "${model[@]}" --calib $WORK/photos_eval --max-calib-images 247 -o $w.fp32.onnx
+  # the int8 candidates of each engine (--force: written even when the agreement gate fails, to be measured)
+  run "${CONVERT[@]}" "${model[@]}" --int8 --int8-recipe static-qdq-all --calib $WORK/photos_calib \
+      --max-calib-images 114 --force -o $w.int8.onnx
+  run "${CONVERT[@]}" "${model[@]}" --format tflite --calib $WORK/photos_eval --max-calib-images 64 -o $w.fp32.tflite
+  run "${CONVERT[@]}" "${model[@]}" --format tflite --int8 --int8-recipe full-int8 --calib $WORK/photos_calib \
+      --max-calib-images 114 --force -o $w.int8.tflite
+  # the shipped file: the fp32 graph with its weights stored as float16 (compute stays fp32)
+  run $PY scripts/build_shipped_models.py fp16-weights $w.fp32.onnx $OUT/efficientnet_lite0.onnx
+  # top-1 agreement with fp32 on the evaluation photos (the shipped file must keep >= 99 %)
+  run nice -n 10 $PY benchmarks/shipped_agreement.py $w.fp32.onnx $OUT/efficientnet_lite0.onnx \
+      $OUT/efficientnet_lite0.onnx@numpy $w.int8.onnx $w.fp32.tflite $w.int8.tflite \
+      --images $WORK/photos_eval --json $WORK/default_agreement.json
+  local agreement
+  agreement=$($PY -c "import json,sys; r=json.load(open(sys.argv[1]))[0]; assert r['agreement'] >= 0.99, r; \
+print(json.dumps({'dataset': 'ImageNet-1k val: published for EfficientNet-Lite0 (tensorflow/tpu), not re-measured here', \
+'top1': 0.751, 'agreement_vs_fp32': round(r['agreement'], 4), 'agreement_images': r['images']}))" \
+      $WORK/default_agreement.json)
+  run $PY scripts/build_shipped_models.py manifest $OUT/efficientnet_lite0.onnx --name efficientnet_lite0 --default \
+      --description "EfficientNet-Lite0 (a CNN, not a Slide-Transformer: no Slide ImageNet weights exist), ImageNet-1k, \
+fp32 compute with float16-stored weights; any Slide checkpoint you own converts with slidelite convert" \
+      --accuracy "$agreement" --license Apache-2.0
+  # latency side by side per engine (after the manifest: slidelite bench verifies shipped files' sha256)
+  run nice -n 10 .venv/bin/slidelite bench --compare --threads 1 --warmup 5 --runs 50 $w.fp32.onnx@onnxruntime \
+      $OUT/efficientnet_lite0.onnx@onnxruntime $w.int8.onnx@onnxruntime
+  run nice -n 10 .venv/bin/slidelite bench --compare --threads 1 --warmup 5 --runs 50 $w.fp32.tflite@litert \
+      $w.int8.tflite@litert
 }
 
 fmnist_model() {
@@ -41,9 +68,14 @@ fmnist_model() {
                 --calib $WORK/fmnist_calib --max-calib-images 200)
   local stem=$OUT/slide_swin_micro_fmnist
   run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist -o $stem.onnx
-  run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist_int8 --int8 --int8-recipe dynamic-matmul \
+  # int8 recipe chosen by measurement (docs/models/slide_swin_micro_fmnist.md): static QDQ of the weight
+  # MatMuls keeps top-1 and runs at fp32 speed; dynamic-matmul was ~25x slower on this tiny model
+  run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist_int8 --int8 --int8-recipe static-qdq-matmul \
       -o $stem.int8.onnx
-  local files=($stem.onnx $stem.int8.onnx)
+  run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist --format tflite -o $stem.tflite
+  run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist_int8 --format tflite --int8 \
+      --int8-recipe full-int8 -o $stem.int8.tflite
+  local files=($stem.onnx $stem.int8.onnx $stem.tflite $stem.int8.tflite)
   # accuracy on the full 10k test split, through the runtime (slidelite.Classifier), per file
   run nice -n 10 $PY benchmarks/fmnist_accuracy.py "${files[@]}" --json $WORK/fmnist_accuracy.json
   local description="Slide-Transformer (slide_swin_micro, Slide attention in stages 1-2, re-parameterized) \
@@ -54,6 +86,11 @@ trained here on Fashion-MNIST (28x28 greyscale, 10 classes); see docs/models/sli
     run $PY scripts/build_shipped_models.py manifest "$file" --name $name --description "$description" \
         --measured $WORK/fmnist_accuracy.json
   done
+  # latency side by side per engine (after the manifest: slidelite bench verifies shipped files' sha256)
+  run nice -n 10 .venv/bin/slidelite bench --compare --threads 1 --warmup 20 --runs 300 $stem.onnx@onnxruntime \
+      $stem.int8.onnx@onnxruntime $stem.onnx@numpy
+  run nice -n 10 .venv/bin/slidelite bench --compare --threads 1 --warmup 20 --runs 300 $stem.tflite@litert \
+      $stem.int8.tflite@litert
 }
 
 case "${1:-}" in
