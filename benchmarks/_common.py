@@ -36,7 +36,7 @@ def limit_threads(threads: int) -> None:
 # ----------------------------------------------------------------------------------------- candidates
 
 
-def _target(label: str, run_once: Callable[[], Any], init_ms: float, model: Dict[str, Any], engine: Dict[str, Any],
+def _target(label: str, run_once: Callable[[], Any], init_ms: Optional[float], model: Dict[str, Any], engine: Dict[str, Any],
             close: Callable[[], None] = lambda: None) -> Any:
     from slidelite.bench import Target, TargetSpec
 
@@ -75,7 +75,7 @@ def torch_target(label: str, module: Any, input_shape: Sequence[int], threads: i
 
     facts = {"name": "torch eager", "version": torch.__version__, "threads": torch.get_num_threads(),
              "input_shape": list(input_shape), "input_dtype": "float32"}
-    return _target(label, run, 0.0, {"format": "torch", "parameters": sum(p.numel() for p in module.parameters())},
+    return _target(label, run, None, {"format": "torch", "parameters": sum(p.numel() for p in module.parameters())},
                    facts)
 
 
@@ -89,7 +89,7 @@ def sgemm_target(size: int, label: Optional[str] = None) -> Any:
     out = np.empty_like(a)
     facts = {"name": "numpy sgemm", "version": np.__version__, "threads": int(os.environ.get("OPENBLAS_NUM_THREADS", 0))
              or None, "input_shape": [size, size], "input_dtype": "float32", "flops": 2 * size ** 3}
-    return _target(label or f"sgemm {size}", lambda: np.matmul(a, b, out=out), 0.0, {"format": "numpy"}, facts)
+    return _target(label or f"sgemm {size}", lambda: np.matmul(a, b, out=out), None, {"format": "numpy"}, facts)
 
 
 def matmul_onnx(size: int) -> Path:

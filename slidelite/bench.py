@@ -148,12 +148,16 @@ class TargetSpec:
 
 @dataclass
 class Target:
-    """A loaded target ready to be timed; ``run_once`` performs one inference (or one classify)."""
+    """A loaded target ready to be timed; ``run_once`` performs one inference (or one classify).
+
+    ``init_ms`` is the measured load time (None when the caller did not measure one); ``model`` and
+    ``backend`` are the facts reported for it.
+    """
 
     label: str
     spec: TargetSpec
     run_once: Callable[[], Any]
-    init_ms: float
+    init_ms: Optional[float]
     model: Dict[str, Any]
     backend: Dict[str, Any]
     close: Callable[[], None] = lambda: None
