@@ -3,9 +3,9 @@
 Models: the runtime fixture classifier (its variants, also checked against an independent float64
 computation), every shipped fp32 ONNX model, random-init re-parameterized ``slide_swin_micro``,
 ``slide_swin_tiny``, ``slide_pvt_tiny`` and ``slide_pvtv2_b1`` and the real ImageNet EfficientNet-Lite0 of
-the zoo, each exported the converter's way (dynamo, opset 20,
-onnxslim) and the legacy way (TorchScript exporter, opset 17, with and without onnxslim). Inputs are
-scikit-image's real photos.
+the zoo, each exported the converter's way (dynamo, opset 20, onnxslim) and the legacy way (TorchScript
+exporter, opset 17, with and without onnxslim); one-node graphs for kernel options the exports do not
+reach. Inputs are scikit-image's real photos.
 """
 from __future__ import annotations
 
