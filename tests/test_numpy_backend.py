@@ -318,6 +318,17 @@ def test_inconsistent_initializer_is_a_model_error(tmp_path: Path) -> None:
         create_backend(open_model_file(path), "numpy", threads=1)
 
 
+@pytest.mark.parametrize("content, message", [(b"", "the file is empty"), (b"not a model at all", "not a valid ONNX"),
+                                              (None, "cannot read the model file")])
+def test_unreadable_files_are_one_line_model_errors(tmp_path: Path, content: "bytes | None", message: str) -> None:
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelError, match=message) as caught:
+        NumpyBackend(ModelFile(path=path, format="onnx", size=len(content or b""), metadata=None), threads=1)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
 @pytest.fixture(scope="module")
 def fixture_bytes(tmp_path_factory) -> bytes:
     return make_fixture_onnx(tmp_path_factory.mktemp("fuzz") / "fixture.onnx").read_bytes()

@@ -10,9 +10,10 @@ Two levels:
   and ``metadata_props``.
 
 Every malformed, truncated or oversized input raises :class:`ProtobufError` (a ``ValueError``); the
-path-level helpers (:func:`read_onnx_metadata_props`, :func:`load_onnx_model`) turn it into a one-line
-:class:`~slidelite.errors.ModelError` naming the file. Loops always consume input, nested graphs are
-depth-limited and every tensor's data size is checked against its declared shape before numpy sees it.
+path-level :func:`load_onnx_model` turns it into a one-line :class:`~slidelite.errors.ModelError` naming
+the file (:mod:`slidelite.model_file` reads ``metadata_props`` with :func:`model_metadata_props`). Loops
+always consume input, nested graphs are depth-limited and every tensor's data size is checked against its
+declared shape before numpy sees it.
 """
 from __future__ import annotations
 
@@ -450,34 +451,21 @@ def parse_model(buf: Buffer) -> Model:
 
 # --------------------------------------------------------------------------------------------- files
 
-def _read_file(path: Union[str, Path], reader: Callable[[Buffer], Any]) -> Any:
-    """Memory-map ``path`` and apply ``reader``; every failure becomes a one-line :class:`ModelError`."""
+def load_onnx_model(path: Union[str, Path]) -> Model:
+    """Decode the whole ONNX model at ``path`` (memory-mapped): graph, initializers, opsets, metadata_props.
+
+    Raises:
+        ModelError: the file is missing, unreadable, empty, truncated, malformed or uses unsupported
+            storage (external data, sparse or string tensors); one line naming the file.
+    """
     try:
         with open(path, "rb") as f:
             if not f.seek(0, 2):
                 raise ModelError(f"{path}: the file is empty; re-download or re-convert the model")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                return reader(view)
+                return parse_model(view)
     except ProtobufError as exc:
         hint = "the file is truncated; re-download it" if exc.truncated else "not a valid ONNX model"
         raise ModelError(f"{path}: {exc} ({hint})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
-
-
-def read_onnx_metadata_props(path: Union[str, Path]) -> Dict[str, str]:
-    """The ``metadata_props`` of the ONNX model at ``path`` as ``{key: value}`` (the graph is not decoded).
-
-    Raises:
-        ModelError: the file is missing, unreadable, empty, truncated or not an ONNX model.
-    """
-    return _read_file(path, model_metadata_props)
-
-
-def load_onnx_model(path: Union[str, Path]) -> Model:
-    """Decode the whole ONNX model at ``path`` (graph, initializers, opsets, metadata_props).
-
-    Raises:
-        ModelError: the file is missing, unreadable, truncated, malformed or uses unsupported storage.
-    """
-    return _read_file(path, parse_model)
