@@ -10,7 +10,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
-$PY -m pip install -q -e ".[dev,convert,onnx,litert,camera]"
+$PY -m pip install -q -e ".[dev,convert,onnx,litert,camera,plot]"
 # the TFLite toolchain: litert-torch in .venv, and .venv-tflite (numpy<2) for tflite-support's metadata
 # writer, tflite-runtime and MediaPipe Tasks (see the script's header)
 ./scripts/setup_tflite.sh
