@@ -31,7 +31,7 @@ from tests.corpus import fuzz_targets as targets
 
 # Pillow warns about the damaged TIFF tags it skips; warnings are not failures here (the CLI silences them)
 pytestmark = pytest.mark.filterwarnings("ignore:::PIL")
-BOUNDED = settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=True, database=None,
+BOUNDED = settings(max_examples=500, deadline=timedelta(seconds=10), derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 WATCHDOG_S = 600  # a test still running after this long is hung: dump the stacks and exit
 
