@@ -1,7 +1,7 @@
 """The pure-numpy backend: parity with onnxruntime on real exports, clear refusals, malformed files.
 
 Models: the runtime fixture classifier (its variants, also checked against an independent float64
-computation), every shipped fp32 ONNX model, random-init re-parameterized ``slide_swin_micro``,
+computation), every shipped float ONNX model, random-init re-parameterized ``slide_swin_micro``,
 ``slide_swin_tiny``, ``slide_pvt_tiny`` and ``slide_pvtv2_b1`` and the real ImageNet EfficientNet-Lite0 of
 the zoo, each exported the converter's way (dynamo, opset 20, onnxslim) and the legacy way (TorchScript
 exporter, opset 17, with and without onnxslim); one-node graphs for kernel options the exports do not
@@ -42,7 +42,7 @@ PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.
           "rocket": data.rocket(), "motorcycle": data.stereo_motorcycle()[0]}
 MIN_COSINE = 0.99999
 SAMPLES = sorted((ROOT / "slidelite" / "samples").iterdir())
-SHIPPED_FP32_ONNX = [m for m in list_shipped() if m.format == "onnx" and m.precision == "fp32"]
+SHIPPED_FLOAT_ONNX = [m for m in list_shipped() if m.format == "onnx" and m.precision in ("fp32", "fp16")]
 
 
 def backends(path: Path) -> "tuple[NumpyBackend, object]":
@@ -138,9 +138,10 @@ def test_fixture_model_matches_onnxruntime_and_float64_reference(tmp_path: Path,
     np.testing.assert_allclose(got, reference_forward(batch, **variant), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("shipped", SHIPPED_FP32_ONNX, ids=lambda m: m.name)
-def test_shipped_fp32_onnx_models_match_onnxruntime(shipped) -> None:
-    """Every fp32 ONNX model in the wheel, on the bundled samples and the photos, preprocessed by the runtime."""
+@pytest.mark.parametrize("shipped", SHIPPED_FLOAT_ONNX, ids=lambda m: m.name)
+def test_shipped_float_onnx_models_match_onnxruntime(shipped) -> None:
+    """Every float ONNX model in the wheel (fp32, or fp16-stored weights computed in fp32), on the bundled samples
+    and the photos, preprocessed by the runtime."""
     metadata = read_metadata(open_model_file(shipped.path))
     batch = np.stack([prepare_input(source, metadata)[0] for source in [*SAMPLES, *PHOTOS.values()]])
     logits, reference = assert_parity(shipped.path, batch)

@@ -5,9 +5,10 @@
 
 A case is ``model|photo|aarch64 backend|x86_64 reference backend`` (model empty: the default model). With
 shipped models (slidelite/models/manifest.json): the default model with ``auto`` on both sides, and every
-fp32 ONNX file with onnxruntime and with numpy on aarch64, both against x86_64 onnxruntime. Without any:
-the runtime tests' fixture ONNX classifier, the same two ways. Every EXTRA ONNX file given (a model with
-slidelite metadata, e.g. fresh from ``slidelite convert``) is run the same two ways too. Photos are the
+float ONNX file (fp32, or fp16-stored weights) with onnxruntime and with numpy on aarch64, both against
+x86_64 onnxruntime. Without any: the runtime tests' fixture ONNX classifier, the same two ways. Every EXTRA
+ONNX file given (a model with slidelite metadata, e.g. fresh from ``slidelite convert``) is run the same
+two ways too. Photos are the
 bundled samples (the Fashion-MNIST ankle boot for the Fashion-MNIST models, else chelsea the cat).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def cases(work: Path, extra: List[Path]) -> List[Case]:
         photo = "fashion_mnist_ankle_boot.png" if "fmnist" in model.name else "chelsea.jpg"
         if model.default:
             found.append(("", photo, "auto", "auto"))
-        if model.format == "onnx" and model.precision == "fp32":
+        if model.format == "onnx" and model.precision in ("fp32", "fp16"):  # fp16: stored weights, fp32 compute
             found += _both_onnx_backends(model.file, photo)
     if not found:
         from tests._runtime_fixtures import make_fixture_onnx

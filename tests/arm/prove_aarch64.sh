@@ -12,7 +12,7 @@
 # wheel built from this checkout -> a venv inside the root with PyPI's aarch64 wheels (numpy, pillow,
 # click, onnxruntime; ai-edge-litert installed and imported) -> `slidelite classify` on the bundled
 # sample photos -> top-5 labels and scores compared with x86_64 (same labels, every score within 1e-4).
-# The cases (tests/arm/proof_cases.py): the shipped default model, and every shipped fp32 ONNX model
+# The cases (tests/arm/proof_cases.py): the shipped default model, and every shipped float ONNX model
 # with onnxruntime and with numpy, when slidelite/models/manifest.json lists any; else the runtime
 # tests' fixture ONNX classifier with onnxruntime and numpy.
 # Slow (pip and python under emulation): not part of CI. tests/arm/README.md records its last output.
