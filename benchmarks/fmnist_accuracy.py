@@ -3,6 +3,9 @@
     python benchmarks/fmnist_accuracy.py slidelite/models/slide_swin_micro_fmnist.onnx [more files] \
         [--backend auto] [--json out.json]
 
+With several files, each later file's line also says on how many test images its top-1 differs from the
+first file's (e.g. int8 vs fp32: equal accuracies can hide flips that cancel out).
+
 Every test image (10,000 uint8 28x28 arrays from Debian's ``dataset-fashion-mnist`` IDX files) goes
 through :class:`slidelite.Classifier` exactly as a user's image would: the file's metadata drives the
 preprocessing, the chosen backend (onnxruntime, numpy, litert, tflite) runs the model. No torch is
@@ -57,7 +60,8 @@ def measure(model: Path, images: np.ndarray, labels: np.ndarray, backend: str = 
     predicted = np.array([label_index[r.categories[0].label] for r in results])
     correct = int((predicted == labels).sum())
     return {"file": str(model), "dataset": DATASET, "backend": backend_name, "images": int(len(labels)), "correct": correct,
-            "top1": correct / len(labels), "seconds": round(time.perf_counter() - start, 1)}
+            "top1": correct / len(labels), "seconds": round(time.perf_counter() - start, 1),
+            "predicted": predicted.tolist()}
 
 
 def main() -> None:
@@ -73,9 +77,15 @@ def main() -> None:
     rows: List[Dict[str, object]] = []
     for model in args.models:
         row = measure(model, images, labels, args.backend, args.threads)
+        predicted = row.pop("predicted")
+        if rows:
+            row["differ_from_first"] = int(sum(a != b for a, b in zip(predicted, first)))
+        else:
+            first = predicted
         rows.append(row)
+        differ = f", top-1 differs from {args.models[0].name} on {row['differ_from_first']}" if len(rows) > 1 else ""
         print(f"{model}: top-1 {100 * row['top1']:.2f}% ({row['correct']}/{row['images']}, "
-              f"backend {row['backend']}, {row['seconds']} s)", flush=True)
+              f"backend {row['backend']}, {row['seconds']} s{differ})", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
