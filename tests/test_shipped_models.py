@@ -70,6 +70,7 @@ def test_every_shipped_file_has_an_installed_backend() -> None:
     assert not missing, f"no installed backend runs {missing}"
 
 
+@pytest.mark.convert  # reads the zoo's pretrained config (imports torch)
 @pytest.mark.parametrize("model", DEFAULT_FILES, ids=lambda m: m.file)
 def test_default_metadata_has_imagenet_names_and_the_zoo_preprocessing(model: models.ShippedModel) -> None:
     from slidelite.zoo import get_pretrained_cfg
