@@ -23,7 +23,7 @@ import pytest
 
 from slidelite import Classifier, models
 from slidelite.backends import available_backends
-from slidelite.cli._common import human_size
+from slidelite.cli._common import format_accuracy, human_size
 from slidelite.errors import ModelError
 from slidelite.model_file import open_model_file, read_metadata
 from tests._cli_fixtures import ROOT, SAMPLE, run_cli, run_subprocess, skimage_photo
@@ -145,9 +145,9 @@ def test_models_command_lists_the_shipped_files() -> None:
         row = next((line for line in run.stdout.splitlines() if f" {model.format} " in line
                     and line.lstrip("* ").startswith(model.name + " ")), None)
         assert row is not None, f"{model.file} not listed:\n{run.stdout}"
-        assert model.precision in row and human_size(model.size) in row
+        assert model.precision in row and human_size(model.size) in row and format_accuracy(model.accuracy) in row
         assert model.file in run.stdout
-    assert "*efficientnet_lite0" in run.stdout
+    assert "*efficientnet_lite0" in run.stdout and "EfficientNet-Lite0 (a CNN" in run.stdout
 
 
 def test_fmnist_checkpoint_matches_its_recorded_sha256() -> None:
