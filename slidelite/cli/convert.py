@@ -6,6 +6,8 @@ what to install. Exit codes: 0 written, 1 conversion refused (nothing written), 
 """
 from __future__ import annotations
 
+import importlib.util
+
 import re
 from pathlib import Path
 from typing import Optional, Tuple
@@ -44,12 +46,9 @@ def _size(value: Optional[str], img_size: Optional[int]) -> Optional[Tuple[int, 
 
 
 def _require_extras() -> None:
-    """Raise a one-line error when torch or onnx is not importable."""
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise SlideliteError(EXTRAS_MESSAGE) from None
+    """Raise a one-line error when torch or onnx is not installed (checked without importing them)."""
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "torch")):
+        raise SlideliteError(EXTRAS_MESSAGE)
 
 
 @click.command("convert", context_settings={"help_option_names": ["-h", "--help"]})
