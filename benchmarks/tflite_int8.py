@@ -1,14 +1,19 @@
 """TFLite int8 recipes vs fp32 for Slide-Swin-T at 224 in LiteRT (XNNPACK), measured side by side in one run.
 
     .venv/bin/python benchmarks/tflite_int8.py [--model slide_swin_tiny] [--threads 2] [--runs 20]
-                                               [--calib-images 16] [--work tmp/tflite-int8]
+                                               [--calib-images 16] [--extra-crops 64] [--layout tflite|zoo]
+                                               [--work tmp/tflite-int8]
 
-Steps: random-init model (seed 0), re-parameterized, behind the NHWC RGB 0..255 adapter, exported by the
-converter's own litert-torch step; every int8 recipe of ``slidelite.convert.tflite_quantize`` applied with
-the same calibration images (scikit-image photos and crops, read through the runtime's preprocessing);
+Steps: random-init model (seed 0), re-parameterized, in the converter's TFLite layout
+(``slidelite.convert.tflite_graph``; ``--layout zoo`` keeps the zoo's deployed form, to measure what the
+layout changes), behind the NHWC RGB 0..255 adapter, exported by the converter's own litert-torch step;
+every int8 recipe of ``slidelite.convert.tflite_quantize`` applied with the same calibration images
+(``--calib-images`` of the 36 scikit-image photos and crops, read through the runtime's preprocessing);
 then, for fp32 and each recipe:
 
-* size ratio, top-1 agreement and worst cosine vs fp32 on all photos (calibration + held-out crops);
+* size ratio; top-1 agreement and worst cosine vs fp32 on the HELD-OUT images only (the other photos and
+  crops plus ``--extra-crops`` seeded random crops, none used for calibration), and the fp32 top-2 margin
+  of every image whose top-1 changed (random-init logits have near-ties that any rounding flips);
 * latency: whole-model p50, timed interleaved (fp32, recipe A, recipe B, fp32, ...) by ``slidelite.bench``;
 * per-op profile: LiteRT's Python API has no op profiler, so each distinct operator (type, shapes,
   dtypes) is cut out into a one-op model with its real weights and quantization, run in LiteRT with the
@@ -34,27 +39,52 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def export_fp32(model_name: str, path: Path, size: int) -> None:
-    """Random-init ``model_name`` (seed 0), re-parameterized, NHWC adapter, litert-torch fp32 at ``path``."""
+def export_fp32(model_name: str, path: Path, size: int, layout: str) -> None:
+    """Random-init ``model_name`` (seed 0), re-parameterized, in ``layout``, NHWC adapter, litert-torch fp32."""
     import torch
 
     from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
+    from slidelite.convert.tflite_graph import tflite_form
     from slidelite.zoo import create_model, get_pretrained_cfg, reparameterize_model
 
     torch.manual_seed(0)
     cfg = get_pretrained_cfg(model_name)
     module = reparameterize_model(create_model(model_name).eval())
+    module = tflite_form(module) if layout == "tflite" else module
     adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
     export_tflite(adapter, path, nhwc_rgb_shape((size, size)))
 
 
 def photo_inputs(folder: Path, size: int, crop_pct: float) -> np.ndarray:
-    """(N, size, size, 3) float32 pixels of the sample photos and their crops, as the runtime prepares them."""
-    from slidelite.convert.calibration import load_calibration_set
+    """(36, size, size, 3) float32 pixels of the sample photos and their crops, as the runtime prepares them."""
     from slidelite.convert.samples import write_sample_photos
-    from slidelite.metadata import InputSpec, ModelMetadata, OutputSpec, PreprocessSpec
 
     write_sample_photos(folder)
+    return prepared_inputs(folder, size, crop_pct)
+
+
+def write_random_crops(folder: Path, count: int, seed: int = 0) -> Path:
+    """``count`` random square crops (side 30-90% of the shorter side, seeded) of the sample photos, as PNGs."""
+    from PIL import Image
+
+    from slidelite.convert.samples import PHOTOS, sample_photo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(sample_photo(name)) for name in PHOTOS]
+    for index in range(count):
+        image = images[index % len(images)]
+        side = int(min(image.size) * rng.uniform(0.3, 0.9))
+        left, top = (int(rng.integers(0, n - side + 1)) for n in image.size)
+        image.crop((left, top, left + side, top + side)).save(folder / f"crop{index:03d}.png")
+    return folder
+
+
+def prepared_inputs(folder: Path, size: int, crop_pct: float) -> np.ndarray:
+    """The images directly in ``folder``, prepared by the runtime's preprocessing (NHWC pixels 0..255)."""
+    from slidelite.convert.calibration import load_calibration_set
+    from slidelite.metadata import InputSpec, ModelMetadata, OutputSpec, PreprocessSpec
+
     meta = ModelMetadata(name="bench", labels=("x",), input=InputSpec("input", size, size, "NHWC"),
                          preprocess=PreprocessSpec(crop_pct=crop_pct, mean=(0.0,), std=(1 / 255,)),
                          output=OutputSpec("logits"))
@@ -72,10 +102,12 @@ def logits(path: Path, inputs: np.ndarray, threads: int) -> np.ndarray:
     return out
 
 
-def agreement(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float]:
-    """(top-1 agreement, worst cosine) of ``got`` vs ``ref``."""
+def agreement(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float, List[float]]:
+    """(top-1 agreement, worst cosine, ``ref``'s top-2 margin of each image whose top-1 changed) of ``got``."""
     cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    return float((ref.argmax(1) == got.argmax(1)).mean()), float(cos.min())
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    changed = ref.argmax(1) != got.argmax(1)
+    return float(1.0 - changed.mean()), float(cos.min()), [float(m) for m in (top2[:, 1] - top2[:, 0])[changed]]
 
 
 def whole_model_latency(paths: Dict[str, Path], threads: int, runs: int) -> Dict[str, float]:
@@ -168,6 +200,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--calib-images", type=int, default=16)
+    parser.add_argument("--extra-crops", type=int, default=64, help="held-out random crops for the agreement")
+    parser.add_argument("--layout", choices=("tflite", "zoo"), default="tflite")
+    parser.add_argument("--recipes", default=None, help="comma-separated recipe names (default: all)")
     parser.add_argument("--profile-runs", type=int, default=5)
     parser.add_argument("--work", type=Path, default=ROOT / "tmp" / "tflite-int8")
     args = parser.parse_args()
@@ -176,31 +211,44 @@ def main() -> None:
     from slidelite.zoo import get_pretrained_cfg
 
     args.work.mkdir(parents=True, exist_ok=True)
-    inputs = photo_inputs(args.work / "photos", args.size, get_pretrained_cfg(args.model).crop_pct)
-    calibration = inputs[np.linspace(0, len(inputs) - 1, min(args.calib_images, len(inputs))).round().astype(int)]
-    paths = {"fp32": args.work / f"{args.model}-fp32.tflite"}
+    print(f"load average at start: {_load()}", flush=True)
+    photos = photo_inputs(args.work / "photos", args.size, get_pretrained_cfg(args.model).crop_pct)
+    chosen = np.linspace(0, len(photos) - 1, min(args.calib_images, len(photos))).round().astype(int)
+    calibration = photos[chosen]
+    held_out = np.delete(photos, chosen, axis=0)
+    if args.extra_crops:
+        extra = write_random_crops(args.work / f"random-crops-{args.extra_crops}", args.extra_crops)
+        held_out = np.concatenate([held_out, prepared_inputs(extra, args.size, get_pretrained_cfg(args.model).crop_pct)])
+    stem = f"{args.model}-{args.layout}"
+    paths = {"fp32": args.work / f"{stem}-fp32.tflite"}
     started = time.perf_counter()
     if not paths["fp32"].is_file():
-        export_fp32(args.model, paths["fp32"], args.size)
+        export_fp32(args.model, paths["fp32"], args.size, args.layout)
     print(f"fp32 export: {time.perf_counter() - started:.0f} s", flush=True)
-    for name, recipe in RECIPES.items():
-        paths[name] = args.work / f"{args.model}-{name}-c{len(calibration)}.tflite"
+    for name in (args.recipes.split(",") if args.recipes else RECIPES):
+        paths[name] = args.work / f"{stem}-{name}-c{len(calibration)}.tflite"
         started = time.perf_counter()
         if not paths[name].is_file():
-            quantize_tflite(paths["fp32"], paths[name], recipe, calibration)
+            quantize_tflite(paths["fp32"], paths[name], RECIPES[name], calibration)
         print(f"{name}: quantized in {time.perf_counter() - started:.0f} s", flush=True)
 
-    ref = logits(paths["fp32"], inputs, args.threads)
+    ref = logits(paths["fp32"], held_out, args.threads)
     latency = whole_model_latency(paths, args.threads, args.runs)
     fp32_size = paths["fp32"].stat().st_size
-    print(f"\n{args.model} {args.size}x{args.size}, LiteRT {_litert_version()} XNNPACK, {args.threads} threads, "
-          f"{len(inputs)} photos ({len(calibration)} used for calibration), cpu: {_cpu()}")
-    print(f"{'model':<16}{'size MB':>9}{'size x':>8}{'p50 ms':>9}{'speed-up':>10}{'top-1 agree':>13}{'min cos':>9}")
+    print(f"\n{args.model} {args.size}x{args.size}, {args.layout} layout, LiteRT {_litert_version()} XNNPACK, "
+          f"{args.threads} threads, cpu: {_cpu()}\ncalibration: {len(calibration)} photos; agreement vs fp32 on "
+          f"{len(held_out)} held-out images ({len(photos) - len(calibration)} photos/crops + {args.extra_crops} "
+          f"random crops); load average after timing: {_load()}")
+    print(f"{'model':<16}{'size MB':>9}{'size x':>8}{'p50 ms':>9}{'speed-up':>10}{'top-1 agree':>13}{'min cos':>9}"
+          "  fp32 top-2 margin of the changed images")
     for name, path in paths.items():
-        agree, cos = agreement(ref, logits(path, inputs, args.threads)) if name != "fp32" else (1.0, 1.0)
+        agree, cos, margins = agreement(ref, logits(path, held_out, args.threads)) if name != "fp32" else (1.0, 1.0, [])
         size = path.stat().st_size
         print(f"{name:<16}{size / 1e6:>9.1f}{size / fp32_size:>8.3f}{latency[name]:>9.1f}"
-              f"{latency['fp32'] / latency[name]:>9.2f}x{agree:>13.3f}{cos:>9.4f}")
+              f"{latency['fp32'] / latency[name]:>9.2f}x{agree:>13.3f}{cos:>9.4f}  "
+              + " ".join(f"{m:.4f}" for m in sorted(margins)))
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    print(f"fp32 top-2 margins: median {np.median(top2[:, 1] - top2[:, 0]):.4f}, logit std {ref.std():.3f}")
 
     profiles = {name: op_profile(path, args.threads, args.profile_runs) for name, path in paths.items()}
     kinds = sorted({k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
@@ -211,6 +259,10 @@ def main() -> None:
         print(f"{kind:<22}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'sum of ops':<22}" + "".join(f"{sum(p.values()):>22.1f}" for p in profiles.values()))
     print(f"{'whole model p50':<22}" + "".join(f"{latency[name]:>22.1f}" for name in profiles))
+
+
+def _load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def _litert_version() -> str:

@@ -40,7 +40,8 @@ class ConversionJob:
         format: ``onnx`` or ``tflite``.
         int8: also quantize to int8 (needs ``calib``).
         calib: folder of calibration / validation images (also used by verify when given).
-        int8_recipe: name of the int8 recipe (see :mod:`slidelite.convert.quantize`).
+        int8_recipe: name of the int8 recipe of the format (:mod:`slidelite.convert.quantize`, ONNX;
+            :mod:`slidelite.convert.tflite_quantize`, TFLite); None: that format's default.
         preprocess: overrides of the pretrained configuration.
         dynamic_batch: export a dynamic batch axis instead of batch 1.
         opset: ONNX opset.
@@ -62,7 +63,7 @@ class ConversionJob:
     format: str = "onnx"
     int8: bool = False
     calib: Optional[Path] = None
-    int8_recipe: str = "dynamic-matmul"
+    int8_recipe: Optional[str] = None
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     dynamic_batch: bool = False
     opset: int = 20

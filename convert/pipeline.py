@@ -118,8 +118,8 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
             check_fp32(fp32_parity, str(job.output))
         final, int8_parity = fp32, None
         if job.int8:
-            with _step(bar, f"int8 ({job.int8_recipe})"):
-                recipe = get_recipe(job.int8_recipe)
+            recipe = get_recipe(job.int8_recipe)
+            with _step(bar, f"int8 ({recipe.name})"):
                 reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
                 final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
                 final_logits = onnx_logits(final, images.inputs, job.threads)
@@ -134,7 +134,7 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                                           images.inputs[:1], job.threads, job.latency_runs)
         metrics: Dict[str, Any] = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
         if int8_parity is not None:
-            metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=job.int8_recipe)
+            metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=get_recipe(job.int8_recipe).name)
         final_meta = build_metadata(loaded, metadata.labels, precision="int8" if job.int8 else "fp32", name=job.name,
                                     metrics=metrics)
         with _step(bar, "write"), staged_output(job.output) as staged:

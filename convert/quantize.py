@@ -58,12 +58,13 @@ RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
 DEFAULT_RECIPE = "dynamic-matmul"
 
 
-def get_recipe(name: str) -> Int8Recipe:
-    """The recipe called ``name``.
+def get_recipe(name: Optional[str]) -> Int8Recipe:
+    """The recipe called ``name``; None (``--int8-recipe`` not given) means :data:`DEFAULT_RECIPE`.
 
     Raises:
         UsageError: unknown name (the known ones are listed).
     """
+    name = DEFAULT_RECIPE if name is None else name
     if name not in RECIPES:
         raise UsageError(f"unknown --int8-recipe '{name}'; choose one of: {', '.join(RECIPES)}")
     return RECIPES[name]

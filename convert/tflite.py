@@ -1,20 +1,21 @@
 """The TFLite route of the converter: :func:`convert_tflite` (``slidelite convert --format tflite``).
 
-    load -> reparameterize -> NHWC RGB 0..255 adapter -> litert-torch fp32 -> fp32 parity gate (LiteRT)
+    load -> reparameterize -> TFLite layout (tflite_graph) -> NHWC RGB 0..255 adapter -> litert-torch fp32 -> fp32 parity gate (LiteRT)
     -> [int8 recipe on the calibration images -> int8 agreement gate] -> TFLite Metadata + slidelite JSON
     -> check the written file -> latency fp32 vs int8 side by side in LiteRT -> report
 
 Load, re-parameterize, labels, the metadata document, the calibration/validation images (read through
 the runtime's own preprocessing), the verify gates, the atomic output and the report are the ONNX
-route's steps (:mod:`slidelite.convert.pipeline`); export, quantization and metadata embedding are the
-TFLite ones (``tflite_export``, ``tflite_quantize``, ``tflite_metadata``).
+route's steps (:mod:`slidelite.convert.pipeline`); layout, export, quantization and metadata embedding are
+the TFLite ones (``tflite_graph``, ``tflite_export``, ``tflite_quantize``, ``tflite_metadata``). The fp32
+parity gate compares the file with the zoo's deployed form, not with the rewritten layout.
 """
 from __future__ import annotations
 
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,10 +89,10 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
     warnings: List[str] = [images.skipped_summary()] if images.skipped else []
     if recipe is not None:
         warnings += [w for w in [calibration_warning(len(images))] if w]
-    adapter = image_input_adapter(loaded.module, loaded.preprocess.mean, loaded.preprocess.std, loaded.channels)
-    reference = torch_logits(adapter, images.inputs)
+    reference = torch_logits(_adapter(loaded, loaded.module), images.inputs)  # the zoo's deployed form
     with tempfile.TemporaryDirectory(prefix="slidelite-tflite-") as work:
-        fp32 = export_tflite(adapter, Path(work) / "fp32.tflite", nhwc_rgb_shape(loaded.input_size))
+        fp32 = export_tflite(_adapter(loaded, tflite_form(loaded.module)), Path(work) / "fp32.tflite",
+                             nhwc_rgb_shape(loaded.input_size))
         fp32_logits = litert_logits(fp32, images, job.threads)
         fp32_parity = compare_logits(reference, fp32_logits)
         check_fp32(fp32_parity, str(job.output))
@@ -114,6 +115,18 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
                               latency_ms=latency, warnings=warnings)
     result.report = format_report(result)
     return result
+
+
+def _adapter(loaded: LoadedModel, module: Any) -> Any:
+    """``module`` behind the NHWC RGB 0..255 input adapter of ``loaded``'s preprocessing."""
+    return image_input_adapter(module, loaded.preprocess.mean, loaded.preprocess.std, loaded.channels)
+
+
+def tflite_form(module: Any) -> Any:
+    """The export layout of ``module`` (:func:`slidelite.convert.tflite_graph.tflite_form`; imports torch)."""
+    from .tflite_graph import tflite_form as rewrite
+
+    return rewrite(module)
 
 
 def final_metadata(model: Path, loaded: LoadedModel, labels: Tuple[str, ...], job: ConversionJob, fp32: Parity,

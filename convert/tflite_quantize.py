@@ -24,7 +24,7 @@ import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from slidelite.errors import UsageError
 from .errors import ConversionError
 
 MIN_GOOD_CALIBRATION = 32
+#: float constants at least this large are stored as int8 by the dynamic recipe (:func:`int8_float_constants`)
+LARGE_CONSTANT_ELEMENTS = 16384
 
 
 @dataclass(frozen=True)
@@ -57,18 +59,15 @@ RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
                      "(the fastest int8 with XNNPACK on x86)", full_integer=False),
 )}
 DEFAULT_RECIPE = "full-int8"  # what MediaPipe, Android accelerators and ARM int8 kernels want
-#: the ONNX route's default name, which the CLI and ConversionJob pass when no recipe was chosen
-ONNX_DEFAULT_RECIPE = "dynamic-matmul"
 
 
 def get_tflite_recipe(name: Optional[str]) -> TFLiteInt8Recipe:
-    """The TFLite recipe called ``name``; None or the ONNX default name (what ``--int8-recipe`` holds when it
-    was not given) mean :data:`DEFAULT_RECIPE`. ONNX's ``dynamic-matmul`` counterpart is ``dynamic-int8``.
+    """The TFLite recipe called ``name``; None (``--int8-recipe`` not given) means :data:`DEFAULT_RECIPE`.
 
     Raises:
-        UsageError: unknown name (the known ones are listed).
+        UsageError: unknown name, e.g. an ONNX recipe (the TFLite ones are listed).
     """
-    name = DEFAULT_RECIPE if name in (None, ONNX_DEFAULT_RECIPE) else name
+    name = DEFAULT_RECIPE if name is None else name
     if name not in RECIPES:
         raise UsageError(f"unknown --int8-recipe '{name}' for --format tflite; choose one of: {', '.join(RECIPES)}")
     return RECIPES[name]
@@ -117,7 +116,72 @@ def dynamic_range_int8(model: bytes) -> bytes:
     fully_connected_only = [dict(entry, operation="FULLY_CONNECTED") for entry in recipe.dynamic_wi8_afp32()]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
         result = quantizer.Quantizer(bytearray(model), fully_connected_only).quantize()
-    return pack_buffers_inline(bytes(result.quantized_model))
+    return int8_float_constants(pack_buffers_inline(bytes(result.quantized_model)))
+
+
+def int8_float_constants(model: bytes, min_elements: int = LARGE_CONSTANT_ELEMENTS) -> bytes:
+    """Store every float32 constant of at least ``min_elements`` values as int8 behind a DEQUANTIZE op.
+
+    The constants left in float by the dynamic recipe are the ones no quantizer handles: in Slide-Swin-T the
+    window attention's relative-position bias, which litert-torch materializes as (1, heads, N, N) tensors
+    (11 MB of the file). Symmetric int8 per channel of the first axis longer than 1 (the heads), zero point
+    0. XNNPACK unpacks a DEQUANTIZE of a constant once when the model is loaded, so it costs no run time.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    graph = tree.subgraphs[0]
+    large = [i for i, tensor in enumerate(graph.tensors)
+             if tensor.type == schema.TensorType.FLOAT32 and _constant(tree, tensor) is not None
+             and _constant(tree, tensor).size // 4 >= min_elements]
+    if not large:
+        return model
+    dequantize = _opcode_index(tree, schema.BuiltinOperator.DEQUANTIZE)
+    ops = []
+    for index in large:
+        tensor = graph.tensors[index]
+        values = np.frombuffer(_constant(tree, tensor).tobytes(), dtype=np.float32).reshape(tensor.shape)
+        axis = next((a for a, n in enumerate(values.shape) if n > 1), 0)
+        reduce = tuple(a for a in range(values.ndim) if a != axis)
+        scale = np.maximum(np.abs(values).max(axis=reduce, keepdims=True), 1e-30) / 127.0
+        stored = schema.TensorT()
+        stored.name, stored.shape, stored.type = tensor.name + b"_int8" if isinstance(tensor.name, bytes) \
+            else f"{tensor.name}_int8", list(values.shape), schema.TensorType.INT8
+        stored.quantization = schema.QuantizationParametersT()
+        stored.quantization.scale = [float(v) for v in scale.ravel()]
+        stored.quantization.zeroPoint = [0] * scale.size
+        stored.quantization.quantizedDimension = axis
+        buffer = schema.BufferT()
+        buffer.data = np.clip(np.round(values / scale), -127, 127).astype(np.int8).tobytes()
+        tree.buffers.append(buffer)
+        stored.buffer = len(tree.buffers) - 1
+        tree.buffers[tensor.buffer] = schema.BufferT()  # the float tensor becomes the DEQUANTIZE output
+        graph.tensors.append(stored)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = dequantize, [len(graph.tensors) - 1], [index]
+        ops.append(op)
+    graph.operators = ops + list(graph.operators)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
+def _constant(tree: Any, tensor: Any) -> Optional[np.ndarray]:
+    """The inline data of a constant tensor (uint8 array), or None for an activation."""
+    data = tree.buffers[tensor.buffer].data if tensor.buffer < len(tree.buffers) else None
+    return None if data is None or len(data) == 0 else np.asarray(data, dtype=np.uint8)
+
+
+def _opcode_index(tree: Any, builtin: int) -> int:
+    """Index of ``builtin`` in the model's operator codes (added when missing)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    for index, code in enumerate(tree.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+    tree.operatorCodes.append(code)
+    return len(tree.operatorCodes) - 1
 
 
 def pin_input_quantization(model: bytes, scale: float, zero_point: int) -> bytes:

@@ -64,8 +64,9 @@ def _require_extras() -> None:
 @click.option("--int8", is_flag=True, help="Quantize to int8 (needs --calib).")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Folder of calibration/validation images (also used by the parity check).")
-@click.option("--int8-recipe", default="dynamic-matmul", show_default=True,
-              help="int8 recipe (see docs/converter.md).")
+@click.option("--int8-recipe", default=None,
+              help="int8 recipe of the format: onnx dynamic-matmul (default), static-qdq-matmul, ...; tflite "
+                   "full-int8 (default), dynamic-int8 (docs/converter.md, docs/tflite.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None, help="Square input size (e.g. 224).")
 @click.option("--input-size", default=None, metavar="HxW", help="Input height x width (overrides --img-size).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Normalization mean per channel (0..1 scale).")
@@ -88,7 +89,7 @@ def _require_extras() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @error_boundary
 def command(model: Optional[str], checkpoint: Optional[Path], labels: Optional[Path], fmt: str, output: Path,
-            int8: bool, calib: Optional[Path], int8_recipe: str, img_size: Optional[int], input_size: Optional[str],
+            int8: bool, calib: Optional[Path], int8_recipe: Optional[str], img_size: Optional[int], input_size: Optional[str],
             mean: Optional[str], std: Optional[str], crop_pct: Optional[float], interpolation: Optional[str],
             color_mode: Optional[str], dynamic_batch: bool, opset: Optional[int], min_agreement: float,
             force: bool, overwrite: bool, name: Optional[str], threads: int, max_calib_images: int,

@@ -1,0 +1,157 @@
+"""The TFLite route's speed work: the export layout (``slidelite.convert.tflite_graph``) computes exactly the
+zoo's deployed function without the slow TFLite ops, the dynamic recipe stores large float constants as int8
+behind DEQUANTIZE, and ``--int8-recipe`` names are per format (an ONNX recipe is refused for TFLite)."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slidelite.convert import quantize, tflite_quantize
+from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
+from slidelite.convert.tflite_graph import PerOffsetSlideAttention, ReshapePatchMerging, tflite_form
+from slidelite.errors import UsageError
+from slidelite.zoo import SlideAttention, create_model, reparameterize_model
+from slidelite.zoo.slide_swin import PatchMerging
+from tests._cli_fixtures import run_cli
+
+pytestmark = pytest.mark.convert
+
+
+def _ops(model: bytes):
+    """[(op name, [input shapes], [input dtypes])] of a .tflite flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    graph = tree.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for op in graph.operators:
+        code = tree.operatorCodes[op.opcodeIndex]
+        inputs = [graph.tensors[t] for t in op.inputs if t >= 0]
+        out.append((names[max(code.builtinCode, code.deprecatedBuiltinCode)], [list(t.shape) for t in inputs],
+                    [t.type for t in inputs]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_files(tmp_path_factory):
+    """Random-init slide_swin_micro (seed 0), deployed, as fp32 TFLite in the zoo's form and in the TFLite layout."""
+    torch.manual_seed(0)
+    deployed = reparameterize_model(create_model("slide_swin_micro").eval())
+    folder = tmp_path_factory.mktemp("layout")
+    files = {}
+    for name, module in (("zoo", deployed), ("tflite", tflite_form(deployed))):
+        files[name] = export_tflite(image_input_adapter(module, (0.286,), (0.353,), 1), folder / f"{name}.tflite",
+                                    nhwc_rgb_shape((28, 28)))
+    return deployed, files
+
+
+@pytest.mark.parametrize("size", [(14, 14), (7, 9), (56, 56)])
+def test_per_offset_slide_attention_equals_the_deployed_form(size):
+    torch.manual_seed(1)
+    attn = SlideAttention(96, 3).eval()
+    with torch.no_grad():
+        attn.dep_conv1.weight.normal_(0, 0.2)  # a trained-like deformed shift, not only one-hot kernels
+        attn.reparameterize()
+        x = torch.randn(2, *size, 96)
+        expected, got = attn(x), PerOffsetSlideAttention(attn)(x)
+    assert (got - expected).abs().max() < 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (5, 8)])
+def test_reshape_patch_merging_equals_the_zoo_form(size):
+    torch.manual_seed(2)
+    merge = PatchMerging(16).eval()
+    with torch.no_grad():
+        merge.norm.weight.normal_(1, 0.3)
+        merge.norm.bias.normal_(0, 0.3)
+        x = torch.randn(1, *size, 16)
+        assert torch.allclose(ReshapePatchMerging(merge)(x), merge(x), atol=1e-6)
+
+
+def test_tflite_form_rewrites_a_copy_and_keeps_the_function(micro_files):
+    deployed, _ = micro_files
+    rewritten = tflite_form(deployed)
+    kinds = collections.Counter(type(m).__name__ for m in rewritten.modules())
+    assert kinds["PerOffsetSlideAttention"] == 4 and kinds["ReshapePatchMerging"] == 2
+    assert not any(isinstance(m, (SlideAttention, PatchMerging)) for m in rewritten.modules())
+    assert sum(isinstance(m, SlideAttention) for m in deployed.modules()) == 4  # the original is untouched
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(rewritten(x), deployed(x), atol=1e-5)
+
+
+def test_tflite_layout_has_no_multiplier_9_conv_and_no_per_pixel_matmul(micro_files):
+    """The ops the per-op profile found slow are gone: depthwise conv with channel multiplier 9 and batch
+    matmuls with one batch per pixel and head; the zoo's form has both (so the check can fail)."""
+    _, files = micro_files
+    for name, present in (("zoo", True), ("tflite", False)):
+        ops = _ops(files[name].read_bytes())
+        multiplier_9 = [s for op, s, _ in ops if op == "DEPTHWISE_CONV_2D" and s[1][-1] == 9 * s[0][-1]]
+        per_pixel = [s for op, s, _ in ops if op == "BATCH_MATMUL" and s[0][0] >= 14 * 14]
+        assert bool(multiplier_9) is present and bool(per_pixel) is present, name
+
+
+def test_tflite_layout_matches_the_zoo_form_in_litert(micro_files):
+    from slidelite.backends.litert_backend import LiteRTBackend
+    from slidelite.model_file import open_model_file
+
+    _, files = micro_files
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 3)).astype(np.float32)
+    out = {}
+    for name, path in files.items():
+        backend = LiteRTBackend(open_model_file(path), 2)
+        out[name] = np.concatenate([backend.run(p[None]) for p in pixels])
+        backend.close()
+    np.testing.assert_allclose(out["tflite"], out["zoo"], rtol=1e-4, atol=1e-5)
+
+
+def test_large_float_constants_become_int8_behind_dequantize(micro_files, tmp_path):
+    """The micro's window-attention position bias (1, 8, 16, 16) is stored per head as int8; LiteRT's output
+    barely moves and the float constant is gone from the file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, files = micro_files
+    model = files["tflite"].read_bytes()
+    smaller = tflite_quantize.int8_float_constants(model, min_elements=2048)
+    assert tflite_quantize.int8_float_constants(model, min_elements=10 ** 9) == model
+    ops = _ops(smaller)
+    dequantized = [s for op, s, _ in ops if op == "DEQUANTIZE"]
+    assert [1, 8, 16, 16] in [s[0] for s in dequantized] and len(smaller) < len(model) - 3 * 2048
+    pixels = np.random.default_rng(1).uniform(0, 255, (1, 28, 28, 3)).astype(np.float32)
+    outs = []
+    for content in (model, smaller):
+        interpreter = Interpreter(model_content=content, num_threads=2)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+        interpreter.invoke()
+        outs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).ravel())
+    cosine = outs[0] @ outs[1] / (np.linalg.norm(outs[0]) * np.linalg.norm(outs[1]))
+    assert cosine > 0.9999 and not np.array_equal(outs[0], outs[1])
+
+
+def test_each_format_has_its_own_default_recipe():
+    assert tflite_quantize.get_tflite_recipe(None).name == tflite_quantize.DEFAULT_RECIPE
+    assert quantize.get_recipe(None).name == quantize.DEFAULT_RECIPE == "dynamic-matmul"
+    with pytest.raises(UsageError, match="for --format tflite; choose one of: full-int8, dynamic-int8"):
+        tflite_quantize.get_tflite_recipe("dynamic-matmul")
+
+
+@pytest.mark.parametrize("fmt, recipe, valid", [("tflite", "dynamic-matmul", "dynamic-int8"),
+                                                ("onnx", "full-int8", "dynamic-matmul")])
+def test_a_recipe_of_the_other_format_is_a_usage_error(tmp_path, fmt, recipe, valid):
+    """The bug: ``--format tflite --int8-recipe dynamic-matmul`` (an ONNX name) silently wrote full-int8."""
+    photos = tmp_path / "photos"
+    from slidelite.convert.samples import write_sample_photos
+
+    write_sample_photos(photos, crops=0)
+    out = tmp_path / f"m.{fmt}"
+    run = run_cli(["convert", "--model", "slide_swin_micro", "--format", fmt, "--int8", "--calib", photos,
+                   "--int8-recipe", recipe, "-o", out, "-q"])
+    assert run.exit_code == 2 and f"unknown --int8-recipe '{recipe}'" in run.stderr and valid in run.stderr
+    assert "Traceback" not in run.stderr and not out.exists()
