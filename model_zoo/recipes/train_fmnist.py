@@ -1,8 +1,11 @@
 """Training recipe: ``slide_swin_micro`` on Fashion-MNIST, on a CPU, resumable.
 
-    python -m slidelite.zoo.recipes.train_fmnist --out runs/fmnist --epochs 30 --budget-min 80
+    python -m slidelite.zoo.recipes.train_fmnist --out runs/fmnist            # 2-core CPU, <= 2 hours
+    python -m slidelite.zoo.recipes.train_fmnist --out runs/fmnist --device cuda
 
-Fixed seed; AdamW + cosine schedule with warm-up, label smoothing, random-crop/flip augmentation.
+Fixed seed; AdamW (lr 3e-3, batch 256, weight decay 0.05) + cosine schedule with one warm-up epoch, label
+smoothing 0.1, stochastic depth 0.05, random-crop/flip augmentation, 30 epochs. These defaults were chosen
+on a 5,000-image hold-out of the training split (``--holdout 5000``), never on the test split.
 Inputs are normalized exactly as the runtime will do it from the model metadata
 (``(pixel / 255 - mean) / std`` with the registered pretrained config), at the native 28x28, so no
 resize is involved. A checkpoint is written after every epoch and the run resumes from it; when the
@@ -25,9 +28,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from slidelite.zoo import create_model, get_pretrained_cfg
-from slidelite.zoo.recipes.fashion_mnist import load_split
+from slidelite.zoo.recipes.fashion_mnist import DEFAULT_ROOT, load_split
 
 MODEL = "slide_swin_micro"
+DATA_ROOT_ENV = "SLIDELITE_FMNIST_ROOT"
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -45,10 +49,10 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dy = torch.randint(0, 5, (n,), generator=generator)
     dx = torch.randint(0, 5, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(28)[None, :])[:, None, :, None].expand(n, 1, 28, 32)
-    out = torch.gather(padded, 2, rows)
+    out = torch.gather(padded, 2, rows.to(x.device))
     cols = (dx[:, None] + torch.arange(28)[None, :])[:, None, None, :].expand(n, 1, 28, 28)
-    out = torch.gather(out, 3, cols)
-    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.gather(out, 3, cols.to(x.device))
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     out[flip] = out[flip].flip(-1)
     return out
 
@@ -78,11 +82,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/fmnist")
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--drop-path", type=float, default=0.05, help="stochastic depth rate of the model")
+    ap.add_argument("--device", default="cpu", help="torch device (the recipe is sized for a 2-core CPU)")
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="evaluate on the last N training images instead of the test split (for recipe tuning)")
+    ap.add_argument("--data", default=os.environ.get(DATA_ROOT_ENV, DEFAULT_ROOT), help="Fashion-MNIST IDX folder")
     ap.add_argument("--budget-min", type=float, default=110.0, help="wall-clock budget; the schedule adapts")
     ap.add_argument("--weights-out", default="model_zoo/weights/slide_swin_micro_fmnist.pth")
     args = ap.parse_args()
@@ -91,12 +101,16 @@ def main() -> None:
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "last.pth")
-    train_x, train_y = load_split("train")
-    test_x, test_y = load_split("test")
-    xtr, ytr = to_tensor(train_x), torch.from_numpy(train_y)
-    xte, yte = to_tensor(test_x), torch.from_numpy(test_y)
+    device = torch.device(args.device)
+    train_x, train_y = load_split("train", args.data)
+    test_x, test_y = load_split("test", args.data)
+    if args.holdout:
+        train_x, test_x = train_x[:-args.holdout], train_x[-args.holdout:]
+        train_y, test_y = train_y[:-args.holdout], train_y[-args.holdout:]
+    xtr, ytr = to_tensor(train_x).to(device), torch.from_numpy(train_y).to(device)
+    xte, yte = to_tensor(test_x).to(device), torch.from_numpy(test_y).to(device)
 
-    model = create_model(MODEL)
+    model = create_model(MODEL, drop_path_rate=args.drop_path).to(device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -107,7 +121,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     state = {"epoch": 0, "planned_epochs": args.epochs, "elapsed_s": 0.0, "log": []}
     if os.path.exists(ckpt_path):
-        saved = torch.load(ckpt_path, weights_only=True)
+        saved = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"])
@@ -130,12 +144,13 @@ def main() -> None:
                 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = perm[i * args.batch:(i + 1) * args.batch]
-            loss = F.cross_entropy(model(augment(xtr[idx], gen)), ytr[idx], label_smoothing=0.1)
+            idx = perm[i * args.batch:(i + 1) * args.batch].to(device)
+            loss = F.cross_entropy(model(augment(xtr[idx], gen)), ytr[idx], label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running = 0.98 * running + 0.02 * float(loss) if i else float(loss)
+            value = float(loss.detach())
+            running = 0.98 * running + 0.02 * value if i else value
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.2e}")
         acc = evaluate(model, xte, yte)
         state["epoch"] += 1
@@ -149,7 +164,7 @@ def main() -> None:
         os.replace(ckpt_path + ".tmp", ckpt_path)
 
     os.makedirs(os.path.dirname(args.weights_out), exist_ok=True)
-    torch.save(model.state_dict(), args.weights_out)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.weights_out)
     digest = hashlib.sha256(open(args.weights_out, "rb").read()).hexdigest()
     with open(args.weights_out + ".sha256", "w") as handle:
         handle.write(f"{digest}  {os.path.basename(args.weights_out)}\n")
