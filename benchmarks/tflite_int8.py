@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def export_fp32(model_name: str, path: Path, size: int, layout: str) -> None:
-    """Random-init ``model_name`` (seed 0), re-parameterized, in ``layout``, NHWC adapter, litert-torch fp32."""
+def export_fp32(model_name: str, path: Path, size: int, layout: str, weights: Optional[Path] = None) -> None:
+    """``model_name`` (random init, seed 0, or ``weights``), re-parameterized, in ``layout``, NHWC adapter,
+    litert-torch fp32 at ``path``."""
     import torch
 
     from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
@@ -49,7 +50,10 @@ def export_fp32(model_name: str, path: Path, size: int, layout: str) -> None:
 
     torch.manual_seed(0)
     cfg = get_pretrained_cfg(model_name)
-    module = reparameterize_model(create_model(model_name).eval())
+    module = create_model(model_name)
+    if weights is not None:
+        module.load_state_dict(torch.load(weights, weights_only=True))
+    module = reparameterize_model(module.eval())
     module = tflite_form(module) if layout == "tflite" else module
     adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
     export_tflite(adapter, path, nhwc_rgb_shape((size, size)))
@@ -119,11 +123,40 @@ def whole_model_latency(paths: Dict[str, Path], threads: int, runs: int) -> Dict
     return {label: t["latency_ms"]["p50"] for label, t in zip(paths, report["targets"])}
 
 
+def trained_micro_check(work: Path, recipes: List[str], images: int, threads: int) -> None:
+    """Top-1 agreement with fp32 (and accuracy) of every recipe on a TRAINED Slide-Swin: the shipped
+    ``slide_swin_micro`` Fashion-MNIST weights, calibrated on 64 training images, evaluated on ``images`` test
+    images (random-init logits have near-ties that any rounding flips; trained logits show the recipe's cost)."""
+    from slidelite.convert.tflite_quantize import RECIPES, quantize_tflite
+    from slidelite.zoo.recipes.fashion_mnist import load_split
+
+    weights = ROOT / "model_zoo" / "weights" / "slide_swin_micro_fmnist.pth"
+    train, _ = load_split("train")
+    test, labels = load_split("test")
+    rgb = lambda gray: np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)  # noqa: E731 (grey = luma of grey RGB)
+    paths = {"fp32": work / "micro-fmnist-fp32.tflite"}
+    if not paths["fp32"].is_file():
+        export_fp32("slide_swin_micro", paths["fp32"], 28, "tflite", weights)
+    for name in recipes:
+        paths[name] = work / f"micro-fmnist-{name}-c64.tflite"
+        if not paths[name].is_file():
+            quantize_tflite(paths["fp32"], paths[name], RECIPES[name], rgb(train[:64 * 900:900]))
+    out = {name: logits(path, rgb(test[:images]), threads) for name, path in paths.items()}
+    print(f"\ntrained slide_swin_micro (Fashion-MNIST weights), {images} test images, calibration 64 training images")
+    print(f"{'model':<16}{'size x':>8}{'top-1 agree':>13}{'min cos':>9}{'accuracy':>10}")
+    for name, got in out.items():
+        agree, cos, _ = agreement(out["fp32"], got)
+        size = paths[name].stat().st_size / paths["fp32"].stat().st_size
+        print(f"{name:<16}{size:>8.3f}{agree:>13.4f}{cos:>9.4f}{(got.argmax(1) == labels[:images]).mean():>10.4f}")
+
+
 # ------------------------------------------------------------------------------------------- op profile
 
 
-def op_profile(path: Path, threads: int, runs: int = 5) -> Dict[str, float]:
-    """``{op type: total ms}`` over the whole graph, from isolated one-op models (see the module docstring)."""
+def op_profile(path: Path, threads: int, runs: int = 5) -> List[Tuple[str, str, int, float]]:
+    """``[(op type, input shapes, count, total ms)]`` over the graph, slowest first, from isolated one-op models
+    (see the module docstring). Ops whose inputs are all constants (DEQUANTIZE of int8 weights) are left
+    out: XNNPACK computes them once when the model is loaded."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -132,14 +165,29 @@ def op_profile(path: Path, threads: int, runs: int = 5) -> Dict[str, float]:
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     groups: Dict[tuple, List[int]] = collections.defaultdict(list)
     for index, op in enumerate(graph.operators):
+        if all(_is_constant(model, graph.tensors[t]) for t in op.inputs if t >= 0):
+            continue
         code = model.operatorCodes[op.opcodeIndex]
         kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
-        key = (kind, tuple((tuple(graph.tensors[t].shape if graph.tensors[t].shape is not None else ()), graph.tensors[t].type) for t in op.inputs if t >= 0))
+        key = (kind, " ".join("x".join(map(str, graph.tensors[t].shape if graph.tensors[t].shape is not None else ()))
+                              for t in op.inputs if t >= 0 and not _is_constant(model, graph.tensors[t])))
         groups[key].append(index)
+    timed = [(kind, shapes, len(members), _time_one_op(model, graph, members[0], threads, runs) * len(members))
+             for (kind, shapes), members in groups.items()]
+    return sorted(timed, key=lambda row: -row[3])
+
+
+def per_kind(profile: List[Tuple[str, str, int, float]]) -> Dict[str, float]:
+    """``{op type: total ms}`` of a profile."""
     totals: Dict[str, float] = collections.defaultdict(float)
-    for (kind, _), members in groups.items():
-        totals[kind] += _time_one_op(model, graph, members[0], threads, runs) * len(members)
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+    for kind, _, _, ms in profile:
+        totals[kind] += ms
+    return dict(totals)
+
+
+def _is_constant(model, tensor) -> bool:
+    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+    return data is not None and len(data) > 0
 
 
 def _time_one_op(model, graph, index: int, threads: int, runs: int) -> float:
@@ -203,7 +251,10 @@ def main() -> None:
     parser.add_argument("--extra-crops", type=int, default=64, help="held-out random crops for the agreement")
     parser.add_argument("--layout", choices=("tflite", "zoo"), default="tflite")
     parser.add_argument("--recipes", default=None, help="comma-separated recipe names (default: all)")
+    parser.add_argument("--trained-images", type=int, default=2000,
+                        help="Fashion-MNIST test images for the trained-micro agreement check (0: skip)")
     parser.add_argument("--profile-runs", type=int, default=5)
+    parser.add_argument("--groups", type=int, default=10, help="slowest op groups listed per model")
     parser.add_argument("--work", type=Path, default=ROOT / "tmp" / "tflite-int8")
     args = parser.parse_args()
 
@@ -225,7 +276,8 @@ def main() -> None:
     if not paths["fp32"].is_file():
         export_fp32(args.model, paths["fp32"], args.size, args.layout)
     print(f"fp32 export: {time.perf_counter() - started:.0f} s", flush=True)
-    for name in (args.recipes.split(",") if args.recipes else RECIPES):
+    recipes = args.recipes.split(",") if args.recipes else list(RECIPES)
+    for name in recipes:
         paths[name] = args.work / f"{stem}-{name}-c{len(calibration)}.tflite"
         started = time.perf_counter()
         if not paths[name].is_file():
@@ -249,16 +301,26 @@ def main() -> None:
               + " ".join(f"{m:.4f}" for m in sorted(margins)))
     top2 = np.sort(ref, axis=1)[:, -2:]
     print(f"fp32 top-2 margins: median {np.median(top2[:, 1] - top2[:, 0]):.4f}, logit std {ref.std():.3f}")
+    if args.trained_images:
+        trained_micro_check(args.work, recipes, args.trained_images, args.threads)
 
-    profiles = {name: op_profile(path, args.threads, args.profile_runs) for name, path in paths.items()}
+    detailed = {name: op_profile(path, args.threads, args.profile_runs) for name, path in paths.items()}
+    profiles = {name: per_kind(rows) for name, rows in detailed.items()}
     kinds = sorted({k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
     print("\nper-op profile (ms per inference, isolated one-op models; % of the column's sum)")
     print(f"{'op':<22}" + "".join(f"{name:>22}" for name in profiles))
-    for kind in kinds[:14]:
+    for kind in kinds[:16]:
         cells = [f"{p.get(kind, 0):>12.2f} ({100 * p.get(kind, 0) / sum(p.values()):>4.1f}%)" for p in profiles.values()]
         print(f"{kind:<22}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'sum of ops':<22}" + "".join(f"{sum(p.values()):>22.1f}" for p in profiles.values()))
     print(f"{'whole model p50':<22}" + "".join(f"{latency[name]:>22.1f}" for name in profiles))
+    for name, rows in detailed.items():
+        print(f"\n{name}: slowest op groups (type, activation input shapes, count, total ms)")
+        for kind, shapes, count, ms in rows[:args.groups]:
+            inputs = shapes.split()
+            shown = f"{len(inputs)} x {inputs[0]}" if len(inputs) > 3 and len(set(inputs)) == 1 else shapes
+            print(f"  {ms:7.2f}  {count:>3}x {kind:<20} {shown}")
+    print(f"\nload average at the end: {_load()}")
 
 
 def _load() -> str:
