@@ -182,13 +182,15 @@ def test_fmnist_accuracy_matches_the_manifest(model: models.ShippedModel, fmnist
     assert abs(100 * measured["top1"] - 100 * card["top1"]) <= 0.1, (measured, card)
 
 
-def test_fmnist_int8_loses_at_most_half_a_point() -> None:
-    """int8 loses at most 0.5 point against fp32 of the same format (card numbers, re-measured by the slow test).
+def test_fmnist_meets_the_accuracy_goals() -> None:
+    """fp32 >= 92 % top-1 and int8 loses at most 0.5 point against fp32 of the same format.
 
-    The issue's fp32 goal (>= 92 %) is NOT met by the shipped model (90.98 %); the model card says so.
+    These are the manifest (= model card) numbers; the slow test above re-measures them on the test split.
     """
     by_key = {(m.format, m.precision): m.accuracy["top1"] for m in FMNIST_FILES}
-    assert {("onnx", "fp32"), ("onnx", "int8")} <= set(by_key), sorted(by_key)
+    assert {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")} <= set(by_key), sorted(by_key)
     for (fmt, precision), top1 in by_key.items():
-        if precision != "fp32":
+        if precision == "fp32":
+            assert top1 >= 0.92, (fmt, top1)
+        else:
             assert by_key[(fmt, "fp32")] - top1 <= 0.005, (fmt, top1)
