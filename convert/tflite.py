@@ -87,7 +87,7 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
     labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
     images = validation_set(job, tflite_metadata(loaded, labels, job))
     warnings: List[str] = [images.skipped_summary()] if images.skipped else []
-    if recipe is not None:
+    if recipe is not None and recipe.full_integer:  # dynamic-int8 only validates on the images
         warnings += [w for w in [calibration_warning(len(images))] if w]
     reference = torch_logits(_adapter(loaded, loaded.module), images.inputs)  # the zoo's deployed form
     with tempfile.TemporaryDirectory(prefix="slidelite-tflite-") as work:

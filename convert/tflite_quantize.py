@@ -1,22 +1,25 @@
 """Step 4 (TFLite): int8 post-training quantization of the fp32 ``.tflite`` with an explicit, named recipe.
 
-Both recipes run without TensorFlow:
+Both recipes run without TensorFlow; ``benchmarks/tflite_int8.py`` measures them against fp32 (latency,
+size, agreement on held-out photos and on a trained model, per-op profiles; results in docs/tflite.md):
 
+* ``dynamic-int8`` (default) — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32``
+  restricted to FULLY_CONNECTED): int8 weights per channel, activations quantized per row on the fly by
+  XNNPACK's qd8 kernels; the large float constants no quantizer touches (Slide-Swin's window-attention
+  position bias, materialized by the export) stored as int8 behind a DEQUANTIZE that XNNPACK folds at load
+  (:func:`int8_float_constants`); float32 input and logits. Everything else stays fp32 in ONE XNNPACK graph.
+  The per-op profile chose the op set: int8 FULLY_CONNECTED is 2.5-3x faster than fp32 here, while hybrid
+  depthwise conv is slower than fp32, and int8 BATCH_MATMUL, SQUARED_DIFFERENCE (LayerNorm), SOFTMAX and
+  SUM leave XNNPACK for slower built-in kernels. Fastest and most accurate here (Slide-Swin-T 224: >= 1.5x
+  fp32, 0.26x the size; top-1 agreement 99.85% on a trained Slide-Swin), and it keeps its speed on ARM CPUs
+  (XNNPACK has the same qd8 kernels for NEON dot-product/i8mm). Runs in LiteRT, tflite-runtime, MediaPipe.
 * ``full-int8`` — static full-integer quantization with TFLite's own post-training quantizer (the
   calibrator + quantizer that ``TFLiteConverter`` uses, shipped in ``ai-edge-litert``): int8 weights per
   channel, int8 activations from MinMax calibration on the calibration images, **uint8 input** (the raw
   pixels: the input tensor is pinned to scale 1, zero point 0) and **float32 logits out** (one DEQUANTIZE
-  at the end). Every op is integer: what NNAPI, the Edge TPU, Hexagon and ARM's int8 dot-product kernels
-  need, and what MediaPipe's ImageClassifier accepts (it refuses int8 inputs, takes uint8 as is, and
-  needs float scores). The best recipe for ARM phones and boards.
-* ``dynamic-int8`` — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32`` restricted to
-  FULLY_CONNECTED): int8 weights per channel, activations quantized on the fly by the kernel; float32 input
-  and output. The profile decides the op set (``benchmarks/tflite_int8.py``, docs/tflite.md): XNNPACK's
-  dynamically-quantized fully-connected kernel is ~2.8x faster than fp32 on x86, the hybrid depthwise conv
-  (Slide's shift conv, channel multiplier 9) was ~2.7x slower, and int8 BATCH_MATMUL, SQUARED_DIFFERENCE
-  (LayerNorm) and SOFTMAX leave XNNPACK for slower built-in kernels. The fastest int8 recipe here.
-
-``benchmarks/tflite_int8.py`` measures both against fp32 (latency, size, agreement, per-op profiles).
+  at the end). Every op is integer: what integer-only accelerators (NNAPI, Edge TPU, Hexagon) need, and
+  what takes camera bytes as they are. On x86 CPUs it is slower than fp32 (the int8 ops above) and it
+  loses more accuracy (MinMax activation ranges): choose it for integer-only hardware.
 """
 from __future__ import annotations
 
@@ -53,12 +56,12 @@ class TFLiteInt8Recipe:
 
 
 RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
-    TFLiteInt8Recipe("full-int8", "static full-integer int8, uint8 pixels in, float32 logits out (ARM/NNAPI/MediaPipe)",
-                     full_integer=True),
-    TFLiteInt8Recipe("dynamic-int8", "dynamic-range int8 weights of the fully-connected layers, float activations "
-                     "(the fastest int8 with XNNPACK on x86)", full_integer=False),
+    TFLiteInt8Recipe("dynamic-int8", "dynamic-range int8 fully-connected weights and large constants, float "
+                     "activations and I/O (default: fastest and most accurate on CPUs)", full_integer=False),
+    TFLiteInt8Recipe("full-int8", "static full-integer int8, uint8 pixels in, float32 logits out (integer-only "
+                     "accelerators: NNAPI, Edge TPU, Hexagon)", full_integer=True),
 )}
-DEFAULT_RECIPE = "full-int8"  # what MediaPipe, Android accelerators and ARM int8 kernels want
+DEFAULT_RECIPE = "dynamic-int8"  # measured: faster, smaller and more accurate than full-int8 on CPUs
 
 
 def get_tflite_recipe(name: Optional[str]) -> TFLiteInt8Recipe:

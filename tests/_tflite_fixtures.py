@@ -73,18 +73,20 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def convert_fp32_and_int8(folder: Path, photos: Path, seed: int, make_module: Optional[Callable[[], Any]] = None,
-                          **job: Any) -> Dict[str, Path]:
+                          recipes: Sequence[str] = ("full-int8",), **job: Any) -> Dict[str, Path]:
     """Convert the same random-init model (torch seed ``seed``; ``make_module()`` or the job's zoo ``model``) to
-    ``fp32.tflite`` and full-int8 ``int8.tflite`` in ``folder`` with ``photos`` as calibration/validation set."""
+    ``fp32.tflite`` and, per int8 recipe, ``<recipe>.tflite`` in ``folder`` with ``photos`` as calibration/validation
+    set. Keys: ``fp32``, then ``int8`` for the first recipe and each recipe's name."""
     import torch
 
     from slidelite.convert import ConversionJob, convert
 
     out = {}
-    for name, int8 in (("fp32", False), ("int8", True)):
+    for name, recipe in (("fp32", None), *((r, r) for r in recipes)):
         torch.manual_seed(seed)
         module = make_module() if make_module is not None else None
-        out[name] = convert(ConversionJob(output=folder / f"{name}.tflite", module=module, format="tflite", int8=int8,
-                                          int8_recipe="full-int8", calib=photos, progress=False, latency_runs=0,
-                                          **job)).output
+        out[name] = convert(ConversionJob(output=folder / f"{name}.tflite", module=module, format="tflite",
+                                          int8=recipe is not None, int8_recipe=recipe, calib=photos, progress=False,
+                                          latency_runs=0, **job)).output
+    out["int8"] = out[recipes[0]]
     return out

@@ -136,9 +136,9 @@ def test_large_float_constants_become_int8_behind_dequantize(micro_files, tmp_pa
 
 
 def test_each_format_has_its_own_default_recipe():
-    assert tflite_quantize.get_tflite_recipe(None).name == tflite_quantize.DEFAULT_RECIPE
+    assert tflite_quantize.get_tflite_recipe(None).name == tflite_quantize.DEFAULT_RECIPE == "dynamic-int8"
     assert quantize.get_recipe(None).name == quantize.DEFAULT_RECIPE == "dynamic-matmul"
-    with pytest.raises(UsageError, match="for --format tflite; choose one of: full-int8, dynamic-int8"):
+    with pytest.raises(UsageError, match="for --format tflite; choose one of: dynamic-int8, full-int8"):
         tflite_quantize.get_tflite_recipe("dynamic-matmul")
 
 

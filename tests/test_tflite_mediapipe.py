@@ -1,5 +1,5 @@
-"""MediaPipe Tasks' ImageClassifier (PyPI ``mediapipe``, run in ``.venv-tflite``) loads our fp32 and full-int8
-TFLite files with no option but the model path and gives the same top-1 label as the slidelite runtime on
+"""MediaPipe Tasks' ImageClassifier (PyPI ``mediapipe``, run in ``.venv-tflite``) loads our fp32, full-int8 and
+dynamic-int8 TFLite files with no option but the model path and gives the same top-1 label as the slidelite runtime on
 real photos (each photo resized and cropped to the model input first, as the runtime does, so both see the
 same pixels). MediaPipe reports the model's logits as scores (the graph ends in logits; no softmax)."""
 from __future__ import annotations
@@ -20,18 +20,19 @@ pytestmark = pytest.mark.convert
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """An RGB slide_swin_micro (3 input channels, 28x28) as fp32 and full-int8 TFLite, plus real photos. crop_pct 1:
+    """An RGB slide_swin_micro (3 input channels, 28x28) as fp32, full-int8 and dynamic-int8 TFLite, plus photos. crop_pct 1:
     a photo already at the model size then reaches both classifiers untouched."""
     folder = tmp_path_factory.mktemp("mp")
     photos = folder / "photos"
     write_sample_photos(photos, crops=2)
     files = convert_fp32_and_int8(folder, photos, 3, lambda: create_model("slide_swin_micro", in_chans=3),
+                                  recipes=("full-int8", "dynamic-int8"),
                                   min_agreement=0.8, name="micro_rgb",
                                   preprocess=PreprocessOverrides(input_size=(28, 28), crop_pct=1.0))
     return files, sorted(photos.glob("*.png")), folder
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "full-int8", "dynamic-int8"])
 def test_mediapipe_image_classifier_agrees_with_the_runtime(converted, precision):
     files, photos, folder = converted
     model = files[precision]
