@@ -123,21 +123,29 @@ def dynamic_range_int8(model: bytes) -> bytes:
 
 
 def int8_float_constants(model: bytes, min_elements: int = LARGE_CONSTANT_ELEMENTS) -> bytes:
-    """Store every float32 constant of at least ``min_elements`` values as int8 behind a DEQUANTIZE op.
+    """Store every float32 constant of at least ``min_elements`` values that only element-wise ops (ADD, SUB,
+    MUL) read as int8 behind a DEQUANTIZE op.
 
-    The constants left in float by the dynamic recipe are the ones no quantizer handles: in Slide-Swin-T the
-    window attention's relative-position bias, which litert-torch materializes as (1, heads, N, N) tensors
-    (11 MB of the file). Symmetric int8 per channel of the first axis longer than 1 (the heads), zero point
-    0. XNNPACK unpacks a DEQUANTIZE of a constant once when the model is loaded, so it costs no run time.
+    These are the constants no quantizer handles: in Slide-Swin-T the window attention's relative-position
+    bias, which litert-torch materializes as (1, heads, N, N) tensors (11 MB of the file). Symmetric int8 per
+    channel of the first axis longer than 1 (the heads), zero point 0. XNNPACK unpacks a DEQUANTIZE of a
+    constant once when the model is loaded (measured: no run-time cost). Conv/FC weights are left to the
+    quantizer: a DEQUANTIZE'd weight would make XNNPACK treat it as a run-time input.
     """
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     tree = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
     graph = tree.subgraphs[0]
+    elementwise = {schema.BuiltinOperator.ADD, schema.BuiltinOperator.SUB, schema.BuiltinOperator.MUL}
+    consumers: Dict[int, set] = {}
+    for op in graph.operators:
+        code = tree.operatorCodes[op.opcodeIndex]
+        for index in op.inputs:
+            consumers.setdefault(index, set()).add(max(code.builtinCode, code.deprecatedBuiltinCode))
     large = [i for i, tensor in enumerate(graph.tensors)
              if tensor.type == schema.TensorType.FLOAT32 and _constant(tree, tensor) is not None
-             and _constant(tree, tensor).size // 4 >= min_elements]
+             and _constant(tree, tensor).size // 4 >= min_elements and consumers.get(i, {-1}) <= elementwise]
     if not large:
         return model
     dequantize = _opcode_index(tree, schema.BuiltinOperator.DEQUANTIZE)

@@ -135,6 +135,21 @@ def test_large_float_constants_become_int8_behind_dequantize(micro_files, tmp_pa
     assert cosine > 0.9999 and not np.array_equal(outs[0], outs[1])
 
 
+def test_weights_of_convolutions_and_matmuls_stay_with_the_quantizer(micro_files):
+    """Even with no size threshold, only constants read by element-wise ops get a DEQUANTIZE: a dequantized
+    conv/FC weight would be a run-time input to XNNPACK (slow)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    _, files = micro_files
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(
+        tflite_quantize.int8_float_constants(files["tflite"].read_bytes(), min_elements=1)))
+    ops = _ops(flatbuffer_utils.convert_object_to_bytearray(tree))
+    graph = tree.subgraphs[0]
+    dequantized = {op.outputs[0] for op, (name, _, _) in zip(graph.operators, ops) if name == "DEQUANTIZE"}
+    readers = {name for op, (name, _, _) in zip(graph.operators, ops) if dequantized & set(op.inputs)}
+    assert dequantized and readers <= {"ADD", "SUB", "MUL"}
+
+
 def test_each_format_has_its_own_default_recipe():
     assert tflite_quantize.get_tflite_recipe(None).name == tflite_quantize.DEFAULT_RECIPE == "dynamic-int8"
     assert quantize.get_recipe(None).name == quantize.DEFAULT_RECIPE == "dynamic-matmul"
