@@ -63,6 +63,10 @@ class Im2ColSlideAttention(SlideAttention):
         self.dep_conv = Im2ColConv2d.from_conv(self.dep_conv)
         self.dep_conv1 = Im2ColConv2d.from_conv(self.dep_conv1)
 
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Both branches, each gathered through ``F.unfold`` (the Im2Col training form)."""
+        return self.dep_conv(x) + self.dep_conv1(x)
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Merge the two branches into one kernel (as Slide attention), still applied through ``F.unfold``."""

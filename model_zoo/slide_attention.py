@@ -14,7 +14,10 @@ learnable depthwise convolution of the same shape trained beside it, so the keys
 
     k_shift = dep_conv(k) + dep_conv1(k)        (same for v)
 
-Because both branches are linear in k, :meth:`SlideAttention.reparameterize` merges them into one
+Both branches are linear in k and share the input, so training computes the sum as ONE convolution with
+the summed kernels and biases, over k and v in one call (the same values and the same gradients for
+``dep_conv1`` and the biases, at half the convolution work of running the branches separately).
+For the same reason :meth:`SlideAttention.reparameterize` merges them into one
 convolution (weights summed, biases summed), also folding the q scale into the qkv projection and the
 relative-position term into the key bias. The inference form then runs one depthwise convolution
 (channel multiplier ka^2, over k and v of all heads at once), one batched matmul for the logits, one
@@ -84,14 +87,18 @@ class SlideAttention(nn.Module):
         heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
         f = self.qkv(x).permute(0, 3, 1, 2).reshape(B * heads, 3 * hd, H, W)
         q = (f[:, :hd] * self.scale).reshape(B, heads, hd, 1, H, W)
-        k, v = f[:, hd:2 * hd], f[:, 2 * hd:]
-        k = (self.dep_conv(k) + self.dep_conv1(k)).reshape(B, heads, hd, kk, H, W)
-        v = (self.dep_conv(v) + self.dep_conv1(v)).reshape(B, heads, hd, kk, H, W)
+        kv = self._shift(torch.cat([f[:, hd:2 * hd], f[:, 2 * hd:]]))  # k and v of every head, one batch
+        k, v = (t.reshape(B, heads, hd, kk, H, W) for t in kv.chunk(2))
         k = k + self.relative_position_bias_table
         attn = (q * k).sum(2, keepdim=True).softmax(dim=3)
         attn = self.attn_drop(attn)
         out = (attn * v).sum(3).reshape(B, C, H, W).permute(0, 2, 3, 1)
         return self.proj_drop(self.proj(out))
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        """``dep_conv(x) + dep_conv1(x)``, computed as one convolution with the summed kernels and biases."""
+        return F.conv2d(x, self.dep_conv.weight + self.dep_conv1.weight, self.dep_conv.bias + self.dep_conv1.bias,
+                        padding=self.ka // 2, groups=self.head_dim)
 
     def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
         """The re-parameterized form: one depthwise conv for k and v, tensors of rank <= 4."""

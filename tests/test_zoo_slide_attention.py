@@ -144,3 +144,22 @@ def test_reparameterize_is_idempotent_and_drops_training_parameters():
         assert torch.equal(first, attn(x))
     names = {n for n, _ in attn.named_parameters()}
     assert not any(n.startswith(("dep_conv", "relative_position")) for n in names)
+
+
+def test_training_form_gives_the_two_branch_sum_and_its_gradients():
+    """The one-convolution training form equals dep_conv(k) + dep_conv1(k) in value AND in gradients."""
+    attn = _module(SlideAttention, 16, 2, 3).train()
+    x = torch.randn(2, 6, 5, 16, dtype=torch.float64)
+    fused = attn(x)
+    fused.square().sum().backward()
+    fused_grads = {n: p.grad.clone() for n, p in attn.named_parameters() if p.grad is not None}
+    attn.zero_grad()
+    two_branch = Im2ColSlideAttention.from_slide_attention(attn).double().train()  # each branch separately
+    separate = two_branch(x)
+    separate.square().sum().backward()
+    assert (fused - separate).abs().max() < 1e-10
+    for name, param in two_branch.named_parameters():
+        if param.grad is not None:
+            assert (fused_grads[name] - param.grad).abs().max() < 1e-9, name
+    assert set(fused_grads) == {n for n, p in two_branch.named_parameters() if p.grad is not None}
+    assert "dep_conv1.weight" in fused_grads and "dep_conv.weight" not in fused_grads

@@ -37,7 +37,7 @@ DATA_ROOT_ENV = "SLIDELITE_FMNIST_ROOT"
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> normalized float (N, 1, 28, 28) with the model's mean/std."""
     cfg = get_pretrained_cfg(MODEL)
-    x = torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     return (x - cfg.mean[0]) / cfg.std[0]
 
 
@@ -77,7 +77,7 @@ def replan(state: dict, args: argparse.Namespace) -> None:
         print(f"time budget: schedule re-planned to {planned} epochs", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Train, checkpoint every epoch, write final weights + sha256 + a JSON log."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/fmnist")
@@ -93,9 +93,10 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=0,
                     help="evaluate on the last N training images instead of the test split (for recipe tuning)")
     ap.add_argument("--data", default=os.environ.get(DATA_ROOT_ENV, DEFAULT_ROOT), help="Fashion-MNIST IDX folder")
+    ap.add_argument("--max-train", type=int, default=0, help="use only the first N training images (smoke tests)")
     ap.add_argument("--budget-min", type=float, default=110.0, help="wall-clock budget; the schedule adapts")
     ap.add_argument("--weights-out", default="model_zoo/weights/slide_swin_micro_fmnist.pth")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -104,6 +105,8 @@ def main() -> None:
     device = torch.device(args.device)
     train_x, train_y = load_split("train", args.data)
     test_x, test_y = load_split("test", args.data)
+    if args.max_train:
+        train_x, train_y = train_x[:args.max_train], train_y[:args.max_train]
     if args.holdout:
         train_x, test_x = train_x[:-args.holdout], train_x[-args.holdout:]
         train_y, test_y = train_y[:-args.holdout], train_y[-args.holdout:]
