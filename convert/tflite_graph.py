@@ -12,9 +12,10 @@ profile, docs/tflite.md), that form is slow in TFLite:
 
 :class:`PerOffsetSlideAttention` computes the same function with the offsets as separate ops: for each of
 the ka^2 offsets j one multiplier-1 depthwise convolution of k and one of v (the merged kernel's slice
-j), the logits as ``sum_d q_d * k_j,d`` (element-wise product and a reduction over the head's channels),
-one SOFTMAX over the offsets and ``sum_j attn_j * v_j``. Same weights, same arithmetic up to float
-summation order (max |delta| ~1e-7), no batched matmul, no 9-channel-multiplier conv.
+j), the logit ``sum_d q_d * k_j,d`` (element-wise product, reduction over the head's channels), one
+SOFTMAX over the ka^2 logits and ``sum_j attn_j * v_j`` accumulated offset by offset. Same weights, same
+arithmetic up to float summation order (max |delta| ~1e-7); no batched matmul, no multiplier-9 conv, and
+no concatenation of the shifted maps (measured: concatenating them was 16% of the int8 model's op time).
 
 :class:`ReshapePatchMerging` replaces Swin patch merging's four strided slices and a concatenation by one
 reshape/transpose, with the LayerNorm and the reduction's input channels permuted to match (exact).
@@ -79,13 +80,13 @@ class PerOffsetSlideAttention(nn.Module):
         heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
         N = B * H * W
         qkv = self.qkv(x)                                                    # q pre-scaled
-        q = qkv[..., :C].reshape(N, 1, C)
+        q = qkv[..., :C]
         kv = qkv[..., C:].permute(0, 3, 1, 2)                                # (B, 2C, H, W)
-        k = torch.cat(self._shifted(kv, 0, C), -1).reshape(N, kk, C)         # offset-major (j, head, d)
-        v = torch.cat(self._shifted(kv, C, 2 * C), -1).reshape(N, kk, heads, hd)
-        logits = (k * q).reshape(N, kk * heads, hd).sum(-1).reshape(N, kk, heads)
-        attn = logits.transpose(1, 2).softmax(-1).transpose(1, 2).reshape(N, kk, heads, 1)
-        return self.proj((attn * v).sum(1).reshape(B, H, W, C))
+        keys, values = self._shifted(kv, 0, C), self._shifted(kv, C, 2 * C)
+        logits = torch.cat([(k * q).reshape(N, heads, hd).sum(-1, keepdim=True) for k in keys], -1)
+        attn = logits.softmax(-1)                                            # (N, heads, kk)
+        out = sum(attn[..., j:j + 1] * values[j].reshape(N, heads, hd) for j in range(kk))
+        return self.proj(out.reshape(B, H, W, C))
 
 
 class ReshapePatchMerging(nn.Module):
