@@ -84,6 +84,19 @@ def _tflite_route():
     return module.convert_tflite
 
 
+def int8_weight_onnx(loaded: LoadedModel, inputs: np.ndarray, work: Path, job: ConversionJob) -> Path:
+    """The ``weight-only`` recipe: round a copy of the module's weights onto the int8 grid with the calibration
+    ``inputs``, export and simplify it, and store its weights as int8 (:mod:`slidelite.convert.int8_weights`)."""
+    from .int8_weights import rounded_copy, store_int8_weights
+
+    rounded = work / "rounded.onnx"
+    export_onnx(rounded_copy(loaded.module, inputs), rounded, loaded.input_shape(1), opset=job.opset,
+                dynamic_batch=job.dynamic_batch)
+    simplify_onnx(rounded)
+    store_int8_weights(rounded, work / "int8.onnx")
+    return work / "int8.onnx"
+
+
 @contextlib.contextmanager
 def _step(bar: Any, name: str) -> Iterator[None]:
     """Show ``name`` on the step progress bar while it runs, then advance the bar."""
@@ -120,8 +133,11 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
         if job.int8:
             recipe = get_recipe(job.int8_recipe)
             with _step(bar, f"int8 ({recipe.name})"):
-                reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
-                final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
+                if recipe.int8_storage:
+                    final = int8_weight_onnx(loaded, images.inputs, Path(work), job)
+                else:
+                    reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
+                    final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
                 final_logits = onnx_logits(final, images.inputs, job.threads)
                 int8_parity = compare_logits(reference, final_logits)
                 forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
@@ -135,8 +151,8 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
         metrics: Dict[str, Any] = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
         if int8_parity is not None:
             metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=get_recipe(job.int8_recipe).name)
-        final_meta = build_metadata(loaded, metadata.labels, precision="int8" if job.int8 else "fp32", name=job.name,
-                                    metrics=metrics)
+        final_meta = build_metadata(loaded, metadata.labels, name=job.name, metrics=metrics,
+                                    precision=get_recipe(job.int8_recipe).precision if job.int8 else "fp32")
         with _step(bar, "write"), staged_output(job.output) as staged:
             embed_metadata(final, final_meta, staged)
             if not np.allclose(onnx_logits(staged, images.inputs[:1], job.threads), final_logits[:1],

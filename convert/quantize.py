@@ -34,6 +34,8 @@ class Int8Recipe:
     calibrate_method: str = "MinMax"
     weights_only: bool = True
     extra_options: Dict[str, Any] = field(default_factory=dict)
+    int8_storage: bool = False  # int8 weight storage, float compute (slidelite.convert.int8_weights)
+    precision: str = "int8"
 
 
 _FLOAT_OUTPUTS = {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]}
@@ -54,6 +56,10 @@ RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
                "static QDQ of every op onnxruntime can quantize (its defaults: per-tensor, MinMax): the baseline "
                "the issue measured as slower than fp32",
                static=True, op_types=(), per_channel=False, reduce_range=False, weights_only=False),
+    Int8Recipe("weight-only",
+               "int8 weight storage, float32 compute: Conv/Gemm weights rounded with GPTQ + bias correction on the "
+               "calibration images, stored int8 per channel (small layers float16); same speed as fp32",
+               static=False, op_types=("Conv", "Gemm"), int8_storage=True, precision="int8-weights"),
 )}
 DEFAULT_RECIPE = "dynamic-matmul"
 
@@ -78,6 +84,8 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, recipe: Int8Recipe, reader: 
     """
     from onnxruntime import quantization as q
 
+    if recipe.int8_storage:
+        raise ConversionError(f"int8 recipe {recipe.name} rounds the torch weights before export: run it with convert()")
     if recipe.static and reader is None:
         raise ConversionError(f"int8 recipe {recipe.name} needs calibration images: pass --calib DIR")
     common = dict(op_types_to_quantize=list(recipe.op_types) or None, per_channel=recipe.per_channel,

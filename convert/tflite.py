@@ -98,7 +98,13 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
         check_fp32(fp32_parity, str(job.output))
         final, final_logits, int8_parity = fp32, fp32_logits, None
         if recipe is not None:
-            final = quantize_tflite(fp32, Path(work) / "int8.tflite", recipe, images.inputs)
+            source = fp32
+            if recipe.int8_storage:  # weights put on their int8 grid first (slidelite.convert.int8_weights)
+                from .int8_weights import rounded_copy
+
+                source = export_tflite(rounded_copy(_adapter(loaded, tflite_form(loaded.module)), images.inputs),
+                                       Path(work) / "rounded.tflite", nhwc_rgb_shape(loaded.input_size))
+            final = quantize_tflite(source, Path(work) / "int8.tflite", recipe, images.inputs)
             final_logits = litert_logits(final, images, job.threads)
             int8_parity = compare_logits(reference, final_logits)
             forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
@@ -141,7 +147,8 @@ def final_metadata(model: Path, loaded: LoadedModel, labels: Tuple[str, ...], jo
     if int8 is not None:
         metrics.update(int8.as_metrics("int8_vs_torch"), int8_recipe=get_tflite_recipe(job.int8_recipe).name)
     quant = Quantization(*input_quant) if input_quant is not None else None
-    return tflite_metadata(loaded, labels, job, precision="int8" if int8 is not None else "fp32",
+    precision = get_tflite_recipe(job.int8_recipe).precision if int8 is not None else "fp32"
+    return tflite_metadata(loaded, labels, job, precision=precision,
                            input_name=input_name, output_name=output_name, input_dtype=input_dtype,
                            input_quantization=quant, metrics=metrics)
 

@@ -53,6 +53,8 @@ class TFLiteInt8Recipe:
     name: str
     summary: str
     full_integer: bool
+    int8_storage: bool = False  # weights rounded before export, stored int8, float kernels (int8_weights)
+    precision: str = "int8"
 
 
 RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
@@ -60,6 +62,8 @@ RECIPES: Dict[str, TFLiteInt8Recipe] = {r.name: r for r in (
                      "activations and I/O (default: fastest and most accurate on CPUs)", full_integer=False),
     TFLiteInt8Recipe("full-int8", "static full-integer int8, uint8 pixels in, float32 logits out (integer-only "
                      "accelerators: NNAPI, Edge TPU, Hexagon)", full_integer=True),
+    TFLiteInt8Recipe("weight-only", "int8 weight storage (GPTQ-rounded, per channel, DEQUANTIZE), float32 kernels; "
+                     "small layers float16", full_integer=False, int8_storage=True, precision="int8-weights"),
 )}
 DEFAULT_RECIPE = "dynamic-int8"  # measured: faster, smaller and more accurate than full-int8 on CPUs
 
@@ -89,7 +93,12 @@ def quantize_tflite(fp32_path: Path, int8_path: Path, recipe: TFLiteInt8Recipe, 
         raise ConversionError("full-integer int8 needs at least one calibration image: pass --calib DIR")
     model = Path(fp32_path).read_bytes()
     try:
-        quantized = full_integer_int8(model, calibration) if recipe.full_integer else dynamic_range_int8(model)
+        if recipe.int8_storage:
+            from .int8_weights import tflite_int8_weights
+
+            quantized = tflite_int8_weights(model)
+        else:
+            quantized = full_integer_int8(model, calibration) if recipe.full_integer else dynamic_range_int8(model)
     except ConversionError:
         raise
     except Exception as exc:  # the native quantizers raise RuntimeError/ValueError with long messages

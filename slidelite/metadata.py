@@ -35,7 +35,7 @@ COLOR_MODES = ("RGB", "L")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 RESIZE_MODES = ("shorter_side", "squash")
 OUTPUT_KINDS = ("logits", "probabilities")
-PRECISIONS = ("fp32", "fp16", "int8", "mixed")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-weights", "mixed")
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def test_recipes_are_documented_and_unknown_ones_refused():
         quantize.get_recipe("fastest")
 
 
-@pytest.mark.parametrize("name", sorted(quantize.RECIPES))
+@pytest.mark.parametrize("name", sorted(n for n, r in quantize.RECIPES.items() if not r.int8_storage))
 def test_every_recipe_quantizes_micro(name, micro_onnx, photos, micro_metadata, tmp_path):
     recipe = quantize.get_recipe(name)
     data = calibration.load_calibration_set(photos, micro_metadata, max_images=8)
