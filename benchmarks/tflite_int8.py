@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import os
 import sys
 import time
@@ -133,21 +134,27 @@ def trained_micro_check(work: Path, recipes: List[str], images: int, threads: in
     weights = ROOT / "model_zoo" / "weights" / "slide_swin_micro_fmnist.pth"
     train, _ = load_split("train")
     test, labels = load_split("test")
-    rgb = lambda gray: np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)  # noqa: E731 (grey = luma of grey RGB)
-    paths = {"fp32": work / "micro-fmnist-fp32.tflite"}
+    tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]  # the cache follows the weights
+    paths = {"fp32": work / f"micro-fmnist-{tag}-fp32.tflite"}
     if not paths["fp32"].is_file():
         export_fp32("slide_swin_micro", paths["fp32"], 28, "tflite", weights)
     for name in recipes:
-        paths[name] = work / f"micro-fmnist-{name}-c64.tflite"
+        paths[name] = work / f"micro-fmnist-{tag}-{name}-c64.tflite"
         if not paths[name].is_file():
-            quantize_tflite(paths["fp32"], paths[name], RECIPES[name], rgb(train[:64 * 900:900]))
-    out = {name: logits(path, rgb(test[:images]), threads) for name, path in paths.items()}
-    print(f"\ntrained slide_swin_micro (Fashion-MNIST weights), {images} test images, calibration 64 training images")
+            quantize_tflite(paths["fp32"], paths[name], RECIPES[name], _rgb(train[:64 * 900:900]))
+    out = {name: logits(path, _rgb(test[:images]), threads) for name, path in paths.items()}
+    print(f"\ntrained slide_swin_micro (Fashion-MNIST weights, sha256 {tag}...), {images} test images, calibration 64 "
+          "training images")
     print(f"{'model':<16}{'size x':>8}{'top-1 agree':>13}{'min cos':>9}{'accuracy':>10}")
     for name, got in out.items():
         agree, cos, _ = agreement(out["fp32"], got)
         size = paths[name].stat().st_size / paths["fp32"].stat().st_size
         print(f"{name:<16}{size:>8.3f}{agree:>13.4f}{cos:>9.4f}{(got.argmax(1) == labels[:images]).mean():>10.4f}")
+
+
+def _rgb(gray: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 grey images as (N, H, W, 3) float32 RGB pixels (the graph's luma of grey RGB is the grey)."""
+    return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------- op profile
