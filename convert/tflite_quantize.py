@@ -1,18 +1,22 @@
 """Step 4 (TFLite): int8 post-training quantization of the fp32 ``.tflite`` with an explicit, named recipe.
 
-Both recipes run without TensorFlow; ``benchmarks/tflite_int8.py`` measures them against fp32 (latency,
-size, agreement on held-out photos and on a trained model, per-op profiles; results in docs/tflite.md):
+The recipes run without TensorFlow; ``benchmarks/tflite_int8.py`` measures them against fp32 (latency,
+size, agreement on held-out photos and on a trained model, per-op profiles; results in docs/tflite.md).
+``weight-only`` is described in :mod:`slidelite.convert.int8_weights`; the two below are the int8 ones:
 
 * ``dynamic-int8`` (default) — dynamic-range quantization with ai-edge-quantizer (``dynamic_wi8_afp32``
-  restricted to FULLY_CONNECTED): int8 weights per channel, activations quantized per row on the fly by
-  XNNPACK's qd8 kernels; the large float constants no quantizer touches (Slide-Swin's window-attention
+  restricted to FULLY_CONNECTED): int8 weights **per tensor**, activations quantized per row on the fly
+  (XNNPACK's qd8 kernels); the large float constants no quantizer touches (Slide-Swin's window-attention
   position bias, materialized by the export) stored as int8 behind a DEQUANTIZE that XNNPACK folds at load
   (:func:`int8_float_constants`); float32 input and logits. Everything else stays fp32 in ONE XNNPACK graph.
   The per-op profile chose the op set: int8 FULLY_CONNECTED is 2.5-3x faster than fp32 here, while hybrid
   depthwise conv is slower than fp32, and int8 BATCH_MATMUL, SQUARED_DIFFERENCE (LayerNorm), SOFTMAX and
-  SUM leave XNNPACK for slower built-in kernels. Fastest and most accurate here (Slide-Swin-T 224: >= 1.5x
-  fp32, 0.26x the size; top-1 agreement 99.85% on a trained Slide-Swin), and it keeps its speed on ARM CPUs
-  (XNNPACK has the same qd8 kernels for NEON dot-product/i8mm). Runs in LiteRT, tflite-runtime, MediaPipe.
+  SUM leave XNNPACK for slower built-in kernels. Per tensor, not per channel: tflite-runtime 2.14's hybrid
+  FULLY_CONNECTED computes per-channel weights wrongly (all-zero Slide-Swin-T logits); per tensor runs right
+  in both runtimes at the same LiteRT speed, for cosine-to-fp32 0.99956 instead of 0.99978 (Slide-Swin-T) and
+  99.75 % instead of 99.85 % top-1 agreement on a trained Slide-Swin. Fastest and most accurate here
+  (Slide-Swin-T 224: >= 1.5x fp32, 0.26x the size), and it keeps its speed on ARM CPUs (XNNPACK has the same
+  qd8 kernels for NEON dot-product/i8mm). Runs in LiteRT, tflite-runtime, MediaPipe.
 * ``full-int8`` — static full-integer quantization with TFLite's own post-training quantizer (the
   calibrator + quantizer that ``TFLiteConverter`` uses, shipped in ``ai-edge-litert``): int8 weights per
   channel, int8 activations from MinMax calibration on the calibration images, **uint8 input** (the raw
@@ -122,12 +126,17 @@ def full_integer_int8(model: bytes, calibration: np.ndarray) -> bytes:
 
 
 def dynamic_range_int8(model: bytes) -> bytes:
-    """ai-edge-quantizer's dynamic-range recipe, with every weight buffer packed inside the flatbuffer."""
+    """ai-edge-quantizer's dynamic-range recipe on FULLY_CONNECTED (per-tensor int8 weights), every weight buffer
+    packed inside the flatbuffer, large element-wise constants as int8."""
     from ai_edge_quantizer import quantizer, recipe
 
-    fully_connected_only = [dict(entry, operation="FULLY_CONNECTED") for entry in recipe.dynamic_wi8_afp32()]
+    entries = []
+    for entry in recipe.dynamic_wi8_afp32():
+        weights = dict(entry["op_config"]["weight_tensor_config"], granularity="TENSORWISE")  # see the module doc
+        entries.append(dict(entry, operation="FULLY_CONNECTED",
+                            op_config=dict(entry["op_config"], weight_tensor_config=weights)))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
-        result = quantizer.Quantizer(bytearray(model), fully_connected_only).quantize()
+        result = quantizer.Quantizer(bytearray(model), entries).quantize()
     return int8_float_constants(pack_buffers_inline(bytes(result.quantized_model)))
 
 

@@ -24,11 +24,13 @@ pytestmark = pytest.mark.convert
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """fp32 and full-int8 micro files, the photo folder, and the fp32 flatbuffer without any metadata."""
+    """fp32, full-int8 ("int8") and dynamic-int8 micro files, the photo folder, and the fp32 flatbuffer without
+    any metadata."""
     folder = tmp_path_factory.mktemp("backends")
     photos = folder / "photos"
     write_sample_photos(photos, crops=1)
-    out = convert_fp32_and_int8(folder, photos, 5, model="slide_swin_micro", min_agreement=0.5, force=True)
+    out = convert_fp32_and_int8(folder, photos, 5, model="slide_swin_micro", min_agreement=0.5, force=True,
+                                recipes=("full-int8", "dynamic-int8"))
     bare = folder / "bare.tflite"
     data = out["fp32"].read_bytes()
     bare.write_bytes(data[:_flatbuffer_end(data)])
@@ -129,17 +131,20 @@ print(json.dumps(out))
 """
 
 
-def test_tflite_runtime_backend_matches_litert(files):
+@pytest.mark.parametrize("model, tolerance", [("fp32", 1e-4), ("dynamic-int8", 2e-3)])
+def test_tflite_runtime_backend_matches_litert(files, model, tolerance):
+    """Same top-1 and score in tflite-runtime 2.14 as in LiteRT. dynamic-int8: the two runtimes quantize the
+    activations differently (hence the tolerance); with per-channel weights tflite-runtime's scores were wrong."""
     out, photos, _ = files
     images = sorted(str(p) for p in photos.glob("*.png"))
-    proc = run_in_tflite_venv(["-c", TFLITE_RUNTIME_SCRIPT, out["fp32"], *images])
+    proc = run_in_tflite_venv(["-c", TFLITE_RUNTIME_SCRIPT, out[model], *images])
     assert proc.returncode == 0, proc.stderr[-2000:]
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])
     assert theirs["backend"] == ["tflite", "2.14.0"]
-    with Classifier.from_file(str(out["fp32"])) as clf:
+    with Classifier.from_file(str(out[model])) as clf:
         for image in images:
             best = clf.classify(image).categories[0]
-            assert theirs[image][0] == best.index and theirs[image][1] == pytest.approx(best.score, abs=1e-4)
+            assert theirs[image][0] == best.index and theirs[image][1] == pytest.approx(best.score, abs=tolerance)
 
 
 def test_tflite_runtime_refuses_int8_ops_it_would_abort_on(files):
