@@ -5,7 +5,7 @@ on, and the manifest entries of the shipped files.
     python scripts/build_shipped_models.py fmnist-train OUT --per-class 20       # Fashion-MNIST TRAIN images (PNG)
     python scripts/build_shipped_models.py fp16-weights FP32.onnx OUT.onnx       # weights stored as float16
     python scripts/build_shipped_models.py manifest FILE --name N --description D [--default]
-        [--accuracy JSON | --measured ROWS.json]
+        [--accuracy JSON | --measured ROWS.json | --agreement ROWS.json]
 
 Photos are scikit-image's bundled real photos; crops are random (area 25-100 %, aspect 3/4-4/3, mirrored
 half the time) from a fixed seed, so two seeds give two disjoint-by-construction sets (calibration and
@@ -16,7 +16,9 @@ numpy backend fold the casts once at load), and the metadata's precision becomes
 ``manifest`` adds (or replaces) the entry of one shipped file in the ``manifest.json`` next to it (created
 when missing, so a trial build into another folder is a complete registry): format, precision and
 architecture are read from the file's own metadata, sha256 and size from the file, the accuracy from
-``--accuracy`` or from the row of ``--measured`` (``benchmarks/fmnist_accuracy.py --json``) naming the file.
+``--accuracy``, from the row of ``--measured`` (``benchmarks/fmnist_accuracy.py --json``) naming the file, or
+(the ImageNet default) the published top-1 plus the file's top-1 agreement with fp32 from the row of
+``--agreement`` (``benchmarks/shipped_agreement.py --json``; refused under 99 %).
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 #: The keys of a benchmark row that become the manifest's ``accuracy``.
 ACCURACY_KEYS = ("dataset", "top1", "images", "backend")
+#: The published ImageNet top-1 of EfficientNet-Lite0 (tensorflow/tpu), recorded with the measured agreement.
+PUBLISHED_TOP1 = {"dataset": "ImageNet-1k val: published for EfficientNet-Lite0 (tensorflow/tpu), not re-measured here",
+                  "top1": 0.751}
+#: A shipped file must keep at least this top-1 agreement with fp32 (issue 4).
+MIN_AGREEMENT = 0.99
 #: Maximum side of a written crop (the models read 224 px; this keeps the folders small).
 MAX_SIDE = 512
 
@@ -155,6 +162,18 @@ def measured_accuracy(rows_file: Path, model: Path) -> Dict[str, object]:
     return {key: row[key] for key in ACCURACY_KEYS}
 
 
+def agreement_accuracy(rows_file: Path, model: Path) -> Dict[str, object]:
+    """The published top-1 plus ``model``'s measured agreement with fp32 (its first row in a
+    ``benchmarks/shipped_agreement.py --json`` file); exits when the agreement is under :data:`MIN_AGREEMENT`."""
+    rows = json.loads(rows_file.read_text(encoding="utf-8"))
+    row = next((r for r in rows if Path(r["candidate"]).resolve() == model.resolve()), None)
+    if row is None:
+        raise SystemExit(f"{rows_file}: no measurement of {model}")
+    if row["agreement"] < MIN_AGREEMENT:
+        raise SystemExit(f"{model}: top-1 agreement {row['agreement']:.4f} with fp32 is under {MIN_AGREEMENT}")
+    return {**PUBLISHED_TOP1, "agreement_vs_fp32": round(row["agreement"], 4), "agreement_images": row["images"]}
+
+
 def update_manifest(entry: Dict[str, object], manifest: Path) -> None:
     """Replace the entry of the same file (or append it), keeping the manifest's order; create it if missing."""
     document = (json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file()
@@ -190,6 +209,7 @@ def _parse() -> argparse.Namespace:
     entry.add_argument("--default", action="store_true")
     entry.add_argument("--accuracy", default="{}", help="JSON object of the numbers to record")
     entry.add_argument("--measured", type=Path, default=None, help="benchmarks/fmnist_accuracy.py --json output")
+    entry.add_argument("--agreement", type=Path, default=None, help="benchmarks/shipped_agreement.py --json output")
     entry.add_argument("--license", default="")
     return parser.parse_args()
 
@@ -205,7 +225,10 @@ def main() -> None:
         count = fp16_weights(args.source, args.target)
         print(f"{args.target}: {count} weights stored as float16 ({args.target.stat().st_size} B)")
     else:
-        accuracy = measured_accuracy(args.measured, args.file) if args.measured else json.loads(args.accuracy)
+        if args.agreement:
+            accuracy = agreement_accuracy(args.agreement, args.file)
+        else:
+            accuracy = measured_accuracy(args.measured, args.file) if args.measured else json.loads(args.accuracy)
         record = manifest_entry(args.file, args.name, args.description, args.default, accuracy, args.license)
         manifest = args.file.parent / "manifest.json"
         update_manifest(record, manifest)

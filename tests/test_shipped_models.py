@@ -1,9 +1,12 @@
 """The models shipped in the wheel, tested as shipped (``slidelite/models/`` + ``manifest.json``).
 
-- the default (EfficientNet-Lite0, ImageNet) classifies real photos correctly through the runtime, for every
-  shipped file of it and every installed backend that runs its format;
-- its metadata carries the 1000 human-readable ImageNet labels and the zoo's preprocessing;
-- every shipped file matches its manifest sha256; a tampered or truncated copy of the real default is refused;
+- the default (EfficientNet-Lite0, ImageNet) ships as ``.onnx`` and ``.tflite`` (int8-stored weights, fp32
+  compute); it classifies real photos correctly through the runtime, for every shipped file of it and every
+  installed backend that runs its format, and the two files agree on every checked photo;
+- its metadata carries the 1000 human-readable ImageNet labels and the zoo's preprocessing; the ``.tflite``
+  carries the standard TFLite Metadata, and MediaPipe Tasks' ImageClassifier loads it with no option but the
+  path and gives the runtime's top-1 (``.venv-tflite``);
+- every shipped file matches its manifest sha256; a tampered or truncated copy of each default file is refused;
 - ``slidelite classify`` without ``--model`` prints a cat for the bundled photo (real subprocess);
 - ``slidelite models`` lists the shipped files with size, precision and accuracy;
 - the trained Fashion-MNIST Slide model: its checkpoint sha256 is the one recorded, and (slow) its int8
@@ -16,17 +19,21 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Tuple
 
 import pytest
+from PIL import Image
 
 from slidelite import Classifier, models
 from slidelite.backends import available_backends
 from slidelite.cli._common import format_accuracy, human_size
 from slidelite.errors import ModelError
+from slidelite.metadata import TFLITE_METADATA_FILE
 from slidelite.model_file import open_model_file, read_metadata
 from tests._cli_fixtures import ROOT, SAMPLE, run_cli, run_subprocess, skimage_photo
+from tests._tflite_fixtures import mediapipe_top1, model_sized_photos
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fmnist_accuracy import load_split, measure  # noqa: E402  (benchmarks/ is not a package)
@@ -55,14 +62,22 @@ def _first_name(label: str) -> str:
     return label.split(",")[0].strip()
 
 
-def test_an_efficientnet_lite0_default_is_shipped_and_labelled_as_a_cnn() -> None:
+def _default_file(fmt: str) -> models.ShippedModel:
+    return next(m for m in DEFAULT_FILES if m.format == fmt)
+
+
+def test_an_efficientnet_lite0_default_is_shipped_as_onnx_and_tflite_and_labelled_as_a_cnn() -> None:
     assert DEFAULT_FILES, "no default model in slidelite/models/manifest.json"
     assert {m.name for m in DEFAULT_FILES} == {"efficientnet_lite0"}
+    assert sorted(m.format for m in DEFAULT_FILES) == ["onnx", "tflite"]
     for model in DEFAULT_FILES:
         assert model.architecture == "efficientnet_lite0_imagenet"
         assert "EfficientNet-Lite0" in model.description and "CNN" in model.description
         assert model.license == "Apache-2.0"
-        assert model.precision in ("fp32", "fp16", "int8") and model.accuracy
+        assert model.precision in ("fp32", "fp16", "int8", "int8-weights")
+        # the issue's rule: a non-fp32 file ships only with >= 99 % top-1 agreement with fp32 (measured by
+        # scripts/build_shipped_models.sh on 247 real-photo crops)
+        assert model.accuracy["agreement_vs_fp32"] >= 0.99 and model.accuracy["agreement_images"] == 247
 
 
 def test_every_shipped_file_has_an_installed_backend() -> None:
@@ -81,7 +96,11 @@ def test_default_metadata_has_imagenet_names_and_the_zoo_preprocessing(model: mo
     assert metadata.labels[281] == "tabby, tabby cat"
     cfg = get_pretrained_cfg("efficientnet_lite0_imagenet")
     spec = metadata.preprocess
-    assert (spec.mean, spec.std) == (pytest.approx(cfg.mean), pytest.approx(cfg.std))
+    if model.format == "tflite":  # the graph normalizes: it takes RGB pixels 0..255 as they are
+        assert (spec.mean, spec.std) == ((0.0,), pytest.approx((1 / 255,)))
+        assert metadata.input.layout == "NHWC"
+    else:
+        assert (spec.mean, spec.std) == (pytest.approx(cfg.mean), pytest.approx(cfg.std))
     assert (spec.interpolation, spec.crop_pct) == (cfg.interpolation, pytest.approx(cfg.crop_pct))
     assert (metadata.input.height, metadata.input.width) == tuple(cfg.input_size[1:])
     assert metadata.precision == model.precision
@@ -101,6 +120,40 @@ def test_default_classifies_real_photos(model: models.ShippedModel, backend: str
             assert result.top.score > 0.2, f"{photo}: {top} only {result.top.score:.2f}"
 
 
+def test_default_tflite_and_onnx_agree_on_the_checked_photos() -> None:
+    """The .tflite (LiteRT) and the .onnx (onnxruntime) give the same top-1 class on every checked photo."""
+    tops = {}
+    for fmt, backend in (("onnx", "onnxruntime"), ("tflite", "litert")):
+        with Classifier.from_file(_default_file(fmt).path, backend=backend, max_results=1, threads=1) as classifier:
+            tops[fmt] = [classifier.classify(skimage_photo(photo)).top.label for photo in PHOTO_CLASSES]
+    assert tops["tflite"] == tops["onnx"]
+    assert all(_first_name(top) in accepted for top, accepted in zip(tops["tflite"], PHOTO_CLASSES.values()))
+
+
+def test_default_tflite_carries_the_standard_tflite_metadata() -> None:
+    model = _default_file("tflite")
+    with zipfile.ZipFile(model.path) as archive:  # TFLite Metadata's associated files, appended to the flatbuffer
+        assert sorted(archive.namelist()) == ["labels.txt", TFLITE_METADATA_FILE]
+        labels = archive.read("labels.txt").decode().splitlines()
+    assert len(labels) == 1000 and labels[281] == "tabby, tabby cat"
+
+
+def test_mediapipe_loads_the_default_tflite_and_agrees_on_top1(tmp_path: Path) -> None:
+    """MediaPipe Tasks' ImageClassifier, created from the shipped file with no option but its path, on the real
+    photos resized and cropped to 224x224 as the runtime does (both see the same pixels)."""
+    model = _default_file("tflite")
+    photos = []
+    for name in (*PHOTO_CLASSES, "astronaut"):
+        photos.append(tmp_path / f"{name}.png")
+        Image.fromarray(skimage_photo(name)).save(photos[-1])
+    crops = model_sized_photos(photos, read_metadata(open_model_file(model.path)), tmp_path / "crops")
+    theirs = mediapipe_top1(model.path, crops)
+    with Classifier.from_file(model.path, backend="litert", max_results=1) as classifier:
+        for crop in crops:
+            ours = classifier.classify(crop).top
+            assert (theirs[str(crop)]["index"], theirs[str(crop)]["label"]) == (ours.index, ours.label), crop.name
+
+
 def test_shipped_files_match_their_manifest_checksums() -> None:
     assert SHIPPED
     for model in SHIPPED:
@@ -109,14 +162,15 @@ def test_shipped_files_match_their_manifest_checksums() -> None:
         assert open_model_file(model.path).format == model.format
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_a_tampered_copy_of_the_default_is_refused(tmp_path: Path, monkeypatch, damage: str) -> None:
-    """The real manifest and default file copied into a registry folder; one byte flipped or the tail cut."""
+def test_a_tampered_copy_of_the_default_is_refused(tmp_path: Path, monkeypatch, damage: str, fmt: str) -> None:
+    """The real manifest and one default file copied into a registry folder; one byte flipped or the tail cut."""
     shutil.copy2(models.models_dir() / models.MANIFEST_NAME, tmp_path / models.MANIFEST_NAME)
-    chosen = models.find_shipped(None, directory=tmp_path)
-    assert chosen is not None and chosen.default
-    copy = Path(shutil.copy2(models.models_dir() / chosen.file, tmp_path / chosen.file))
-    assert models.resolve_model(None, directory=tmp_path) == copy  # the intact copy is accepted
+    chosen = _default_file(fmt)
+    copy = Path(shutil.copy2(chosen.path, tmp_path / chosen.file))
+    backend = "onnxruntime" if fmt == "onnx" else "litert"
+    assert models.resolve_model(None, backend=backend, directory=tmp_path) == copy  # the intact copy is accepted
     data = bytearray(copy.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0x01
@@ -124,10 +178,10 @@ def test_a_tampered_copy_of_the_default_is_refused(tmp_path: Path, monkeypatch, 
         del data[len(data) - 1000:]
     copy.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256 mismatch"):
-        models.resolve_model(None, directory=tmp_path)
+        models.resolve_model(None, backend=backend, directory=tmp_path)
     monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path))
     with pytest.raises(ModelError, match="sha256 mismatch"):
-        Classifier.default()
+        Classifier.default(backend=backend)
 
 
 def test_classify_without_model_prints_a_cat_in_a_subprocess() -> None:
