@@ -101,6 +101,18 @@ def test_quantize_onnx_refuses_the_weight_only_recipe(tmp_path: Path) -> None:
         quantize_onnx(source, tmp_path / "int8.onnx", get_recipe("weight-only"))
 
 
+def _stored_weight_types(path: Path) -> set:
+    """The element types of the constant tensors of an ONNX or TFLite file (``int8``, ``float16``, ...)."""
+    if path.suffix == ".onnx":
+        return {TensorProto.DataType.Name(i.data_type).lower() for i in onnx.load(str(path)).graph.initializer}
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return {names[t.type] for g in model.subgraphs for t in g.tensors if model.buffers[t.buffer].data is not None}
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
@@ -108,22 +120,30 @@ def photos(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "micro.pth"
+    torch.save(create_model("slide_swin_micro").state_dict(), path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_converter_weight_only_recipe_end_to_end(fmt: str, photos: Path, tmp_path: Path) -> None:
+def test_converter_weight_only_recipe_end_to_end(fmt: str, weights: Path, photos: Path, tmp_path: Path) -> None:
     """slide_swin_micro (random init, seed 0): its four 65k-weight MLP matrices and two 49k qkv matrices are
     stored int8, the rest float16; the int8 gate passes; the runtime classifies like the fp32 file."""
     files = {}
     for name, int8 in (("fp32", False), ("int8", True)):
-        torch.manual_seed(0)
-        job = ConversionJob(output=tmp_path / f"{name}.{fmt}", module=create_model("slide_swin_micro"), format=fmt,
-                            int8=int8, int8_recipe="weight-only" if int8 else None, calib=photos, progress=False,
-                            latency_runs=0, min_agreement=0.95)
+        job = ConversionJob(output=tmp_path / f"{name}.{fmt}", model="slide_swin_micro", checkpoint=weights,
+                            format=fmt, int8=int8, int8_recipe="weight-only" if int8 else None, calib=photos,
+                            progress=False, latency_runs=0, min_agreement=0.95)
         files[name] = convert(job).output
     metadata = read_metadata(open_model_file(files["int8"]))
     assert metadata.precision == "int8-weights" and metadata.metrics["int8_recipe"] == "weight-only"
     assert metadata.metrics["int8_vs_torch_top1_agreement"] >= 0.95
     assert files["int8"].stat().st_size < 0.7 * files["fp32"].stat().st_size
+    assert _stored_weight_types(files["int8"]) >= {"int8", "float16"}
     images = sorted(photos.glob("*.png"))
     with Classifier.from_file(files["fp32"], max_results=1) as fp32, \
             Classifier.from_file(files["int8"], max_results=1) as int8:
