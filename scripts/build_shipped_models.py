@@ -10,8 +10,9 @@ on, and the manifest entries of the shipped files.
 Photos are scikit-image's bundled real photos; crops are random (area 25-100 %, aspect 3/4-4/3, mirrored
 half the time) from a fixed seed, so two seeds give two disjoint-by-construction sets (calibration and
 evaluation). Fashion-MNIST calibration images come from the TRAIN split only, never the test split.
-``fp16-weights`` stores every float32 weight matrix/kernel (2-D and up; biases stay float32) of a converter-written ONNX file as float16 followed by a
-``Cast`` to float32: the file is half the size, the graph still computes in float32 (onnxruntime and the
+``fp16-weights`` stores every float32 Conv/Gemm/MatMul weight (biases stay float32) of a converter-written ONNX
+file as float16 followed by a ``Cast`` to float32 (``slidelite.convert.int8_weights.store_int8_weights`` with
+no layer large enough for int8): the file is half the size, the graph still computes in float32 (onnxruntime and the
 numpy backend fold the casts once at load), and the metadata's precision becomes ``fp16``.
 ``manifest`` adds (or replaces) the entry of one shipped file in the ``manifest.json`` next to it (created
 when missing, so a trial build into another folder is a complete registry): format, precision and
@@ -109,35 +110,18 @@ def write_fmnist_train(out: Path, per_class: int, root: str) -> int:
 
 
 def fp16_weights(source: Path, target: Path) -> int:
-    """Write ``source`` with its float32 initializers stored as float16 + ``Cast``; return how many were cast."""
+    """Write ``source`` with its Conv/Gemm/MatMul weights stored as float16 + ``Cast``; return how many were cast."""
     import dataclasses
 
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from slidelite.convert.int8_weights import store_int8_weights
     from slidelite.convert.onnx_export import embed_metadata
     from slidelite.model_file import open_model_file, read_metadata
 
-    model = onnx.load(str(source))
-    graph = model.graph
-    casts, stored = [], []
-    for init in graph.initializer:
-        if init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
-            stored.append(init)  # biases, scalars, shapes and non-float tensors stay as they are
-            continue
-        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}__fp16")
-        stored.append(half)
-        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=f"{init.name}__cast"))
-    del graph.initializer[:]
-    graph.initializer.extend(stored)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
+    counts = store_int8_weights(source, target, min_elements=sys.maxsize)  # every weight under the int8 size
     metadata = read_metadata(open_model_file(source))
     metrics = {**metadata.metrics, "weights": "float16, cast to float32 at load (compute fp32)"}
     embed_metadata(target, dataclasses.replace(metadata, precision="fp16", metrics=metrics))
-    return len(casts)
+    return counts["float16"]
 
 
 def manifest_entry(path: Path, name: str, description: str, default: bool, accuracy: Dict[str, object],

@@ -5,6 +5,7 @@ rounded float graph in onnxruntime, and the converter end to end for ONNX and TF
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import onnx
@@ -114,25 +115,21 @@ def _stored_weight_types(path: Path) -> set:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    write_sample_photos(folder, crops=2)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def micro(tmp_path_factory) -> Tuple[Path, Path]:
+    """A random-init slide_swin_micro checkpoint (torch seed 0) and a folder of real photos and crops."""
+    folder = tmp_path_factory.mktemp("micro")
+    write_sample_photos(folder / "photos", crops=2)
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "micro.pth"
-    torch.save(create_model("slide_swin_micro").state_dict(), path)
-    return path
+    torch.save(create_model("slide_swin_micro").state_dict(), folder / "micro.pth")
+    return folder / "micro.pth", folder / "photos"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_converter_weight_only_recipe_end_to_end(fmt: str, weights: Path, photos: Path, tmp_path: Path) -> None:
+def test_converter_weight_only_recipe_end_to_end(fmt: str, micro: Tuple[Path, Path], tmp_path: Path) -> None:
     """slide_swin_micro (random init, seed 0): its four 65k-weight MLP matrices and two 49k qkv matrices are
     stored int8, the rest float16; the int8 gate passes; the runtime classifies like the fp32 file."""
+    weights, photos = micro
     files = {}
     for name, int8 in (("fp32", False), ("int8", True)):
         job = ConversionJob(output=tmp_path / f"{name}.{fmt}", model="slide_swin_micro", checkpoint=weights,
