@@ -21,7 +21,7 @@ float weights, also after a BatchNorm is folded into the convolution (a per-chan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -36,8 +36,8 @@ MIN_SAMPLES_PER_COLUMN = 4
 class _Moments:
     """Second moment ``sum x x^T`` (per group) and sum of the inputs of one layer, over the calibration images."""
 
-    gram: Optional["object"] = None
-    total: Optional["object"] = None
+    gram: Any = None  # torch.Tensor (G, I, I) float64
+    total: Any = None  # torch.Tensor (G, I) float64
     count: int = 0
 
 
@@ -45,13 +45,13 @@ class _Stop(Exception):
     """Raised by the capture hook once the watched layer has seen its input (the rest of the net is skipped)."""
 
 
-def quantizable_layers(module, sample) -> List[object]:
+def quantizable_layers(module: Any, sample: np.ndarray) -> List[Any]:
     """The ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` in the order a forward pass on ``sample`` runs them."""
     import torch
     from torch import nn
 
     by_weight = {id(m.weight): m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    order: List[object] = []
+    order: List[Any] = []
 
     def record(func, args, kwargs):
         layer = by_weight.get(id(_weight_arg(args, kwargs)))
@@ -62,11 +62,12 @@ def quantizable_layers(module, sample) -> List[object]:
     return order
 
 
-def _weight_arg(args, kwargs):
+def _weight_arg(args: tuple, kwargs: dict) -> Any:
+    """The weight argument of an ``F.conv2d``/``F.linear`` call."""
     return args[1] if len(args) > 1 else kwargs.get("weight")
 
 
-def _run_watched(module, sink: Callable, inputs) -> None:
+def _run_watched(module: Any, sink: Callable[[Any, tuple, dict], None], inputs: Any) -> None:
     """Run ``module`` on ``inputs`` with ``sink(func, args, kwargs)`` called for every
     ``F.conv2d``/``F.linear`` call; stop early when ``sink`` raises :class:`_Stop`."""
     import torch
@@ -87,7 +88,7 @@ def _run_watched(module, sink: Callable, inputs) -> None:
             pass
 
 
-def _layer_columns(func, args, kwargs, groups: int):
+def _layer_columns(func: Any, args: tuple, kwargs: dict, groups: int) -> Any:
     """The layer's input as (G, I, L) float64 columns, one column per output position (im2col for conv)."""
     import torch
     import torch.nn.functional as F
@@ -106,7 +107,7 @@ def _layer_columns(func, args, kwargs, groups: int):
     return cols.reshape(groups, rows // groups, n * length)
 
 
-def _numeric_padding(padding, kernel, dilation):
+def _numeric_padding(padding: Any, kernel: Any, dilation: Any) -> Any:
     """Conv padding as numbers: ``"valid"`` is 0, ``"same"`` (odd kernels) is ``dilation * (k - 1) / 2``."""
     if not isinstance(padding, str):
         return padding
@@ -118,7 +119,7 @@ def _numeric_padding(padding, kernel, dilation):
     return tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
 
 
-def layer_moments(module, layer, calibration, batch: int = 8) -> _Moments:
+def layer_moments(module: Any, layer: Any, calibration: np.ndarray, batch: int = 8) -> _Moments:
     """``sum x x^T`` (per group) and ``sum x`` of ``layer``'s inputs over the calibration images."""
     import torch
 
@@ -141,7 +142,7 @@ def layer_moments(module, layer, calibration, batch: int = 8) -> _Moments:
     return moments
 
 
-def gptq_int8(weight, gram):
+def gptq_int8(weight: Any, gram: Any) -> Any:
     """GPTQ of ``weight`` (G, O, I) against the input second moments ``gram`` (G, I, I), float64.
 
     Returns the quantized weight (same shape, float64, on the grid ``k * max|w_row| / 127``, ``|k| <= 127``,
@@ -176,7 +177,7 @@ def gptq_int8(weight, gram):
     return torch.gather(quantized, 2, position[:, None, :].expand_as(quantized))
 
 
-def round_weights_int8(module, calibration: np.ndarray, min_elements: int = 0, batch: int = 8,
+def round_weights_int8(module: Any, calibration: np.ndarray, min_elements: int = 0, batch: int = 8,
                        progress: Optional[Callable[[str], None]] = None) -> Dict[str, float]:
     """Quantize every Conv2d/Linear weight of ``module`` in place onto its int8 grid (GPTQ + bias correction).
 
