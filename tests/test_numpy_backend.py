@@ -42,7 +42,8 @@ PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.
           "rocket": data.rocket(), "motorcycle": data.stereo_motorcycle()[0]}
 MIN_COSINE = 0.99999
 SAMPLES = sorted((ROOT / "slidelite" / "samples").iterdir())
-SHIPPED_FLOAT_ONNX = [m for m in list_shipped() if m.format == "onnx" and m.precision in ("fp32", "fp16")]
+SHIPPED_FLOAT_ONNX = [m for m in list_shipped()
+                      if m.format == "onnx" and m.precision in ("fp32", "fp16", "int8-weights")]
 
 
 def backends(path: Path) -> "tuple[NumpyBackend, object]":
@@ -140,7 +141,8 @@ def test_fixture_model_matches_onnxruntime_and_float64_reference(tmp_path: Path,
 
 @pytest.mark.parametrize("shipped", SHIPPED_FLOAT_ONNX, ids=lambda m: m.name)
 def test_shipped_float_onnx_models_match_onnxruntime(shipped) -> None:
-    """Every float ONNX model in the wheel (fp32, or fp16-stored weights computed in fp32), on the bundled samples
+    """Every float-compute ONNX model in the wheel (fp32, or fp16/int8-stored weights computed in fp32), on the
+    bundled samples
     and the photos, preprocessed by the runtime."""
     metadata = read_metadata(open_model_file(shipped.path))
     batch = np.stack([prepare_input(source, metadata)[0] for source in [*SAMPLES, *PHOTOS.values()]])
