@@ -142,8 +142,7 @@ def test_fixture_model_matches_onnxruntime_and_float64_reference(tmp_path: Path,
 @pytest.mark.parametrize("shipped", SHIPPED_FLOAT_ONNX, ids=lambda m: m.name)
 def test_shipped_float_onnx_models_match_onnxruntime(shipped) -> None:
     """Every float-compute ONNX model in the wheel (fp32, or fp16/int8-stored weights computed in fp32), on the
-    bundled samples
-    and the photos, preprocessed by the runtime."""
+    bundled samples and the photos, preprocessed by the runtime."""
     metadata = read_metadata(open_model_file(shipped.path))
     batch = np.stack([prepare_input(source, metadata)[0] for source in [*SAMPLES, *PHOTOS.values()]])
     logits, reference = assert_parity(shipped.path, batch)
