@@ -66,7 +66,8 @@ def _require_extras() -> None:
               help="Folder of calibration/validation images (also used by the parity check).")
 @click.option("--int8-recipe", default=None,
               help="int8 recipe of the format: onnx dynamic-matmul (default), static-qdq-matmul, ...; tflite "
-                   "dynamic-int8 (default), full-int8 (docs/converter.md, docs/tflite.md).")
+                   "dynamic-int8 (default), full-int8; both: weight-only (int8-stored weights, fp32 compute) "
+                   "(docs/converter.md, docs/tflite.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None, help="Square input size (e.g. 224).")
 @click.option("--input-size", default=None, metavar="HxW", help="Input height x width (overrides --img-size).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Normalization mean per channel (0..1 scale).")
