@@ -23,7 +23,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,12 +68,14 @@ def _weight_axes(graph: Any) -> Dict[str, int]:
     return {name: axis for name, axis in axes.items() if name in shapes}
 
 
-def store_int8_weights(source: Path, target: Path, min_elements: int = SMALL_LAYER_ELEMENTS) -> Dict[str, int]:
+def store_int8_weights(source: Path, target: Path, min_elements: Optional[int] = None) -> Dict[str, int]:
     """Write ``source`` with its Conv/Gemm/MatMul weights stored as int8 (+ Cast + per-channel Mul), the ones under
-    ``min_elements`` as float16 (+ Cast); returns ``{"int8": n, "float16": m}`` weight-tensor counts."""
+    ``min_elements`` (default :data:`SMALL_LAYER_ELEMENTS`) as float16 (+ Cast); returns ``{"int8": n, "float16": m}``
+    weight-tensor counts."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    min_elements = SMALL_LAYER_ELEMENTS if min_elements is None else min_elements
     model = onnx.load(str(source))
     graph = model.graph
     axes = _weight_axes(graph)
@@ -107,13 +109,15 @@ def store_int8_weights(source: Path, target: Path, min_elements: int = SMALL_LAY
     return counts
 
 
-def tflite_int8_weights(model: bytes, min_elements: int = SMALL_LAYER_ELEMENTS) -> bytes:
+def tflite_int8_weights(model: bytes, min_elements: Optional[int] = None) -> bytes:
     """ai-edge-quantizer's weight-only int8 (per-channel, ``DEQUANTIZE`` + float kernels) for the conv and
-    fully-connected weights of at least ``min_elements``; the smaller ones as float16 (``float_casting``)."""
+    fully-connected weights of at least ``min_elements`` (default :data:`SMALL_LAYER_ELEMENTS`); the smaller
+    ones as float16 (``float_casting``)."""
     from ai_edge_quantizer import quantizer, recipe
 
     from .tflite_quantize import pack_buffers_inline
 
+    min_elements = SMALL_LAYER_ELEMENTS if min_elements is None else min_elements
     entries: List[Dict[str, Any]] = [dict(entry, op_config=dict(entry["op_config"], min_weight_elements=min_elements))
                                      for entry in recipe.weight_only_wi8_afp32()]
     fp16 = {"weight_tensor_config": {"num_bits": 16, "symmetric": True, "granularity": "TENSORWISE",
