@@ -78,8 +78,10 @@ fmnist_model() {
   run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist_int8 --int8 --int8-recipe static-qdq-matmul \
       -o $repo_only/slide_swin_micro_fmnist.int8.onnx
   run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist --format tflite -o $stem.tflite
+  # TFLite int8: dynamic-int8 (the converter's default). full-int8 fails the converter's 0.99 agreement gate
+  # on this model in the TFLite layout (0.985, cosine 0.76; docs/models/slide_swin_micro_fmnist.md)
   run "${CONVERT[@]}" "${common[@]}" --name slide_swin_micro_fmnist_int8 --format tflite --int8 \
-      --int8-recipe full-int8 -o $stem.int8.tflite
+      --int8-recipe dynamic-int8 -o $stem.int8.tflite
   local files=($stem.onnx $repo_only/slide_swin_micro_fmnist.int8.onnx $stem.tflite $stem.int8.tflite)
   # accuracy on the full 10k test split, through the runtime (slidelite.Classifier), per file
   run nice -n 10 $PY benchmarks/fmnist_accuracy.py "${files[@]}" --json $WORK/fmnist_accuracy.json
