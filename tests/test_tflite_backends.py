@@ -160,3 +160,41 @@ def test_tflite_runtime_refuses_int8_ops_it_would_abort_on(files):
     else:
         with Classifier.from_file(str(out["int8"])) as clf:
             assert theirs[image][0] == clf.classify(image).categories[0].index
+
+
+PER_CHANNEL_HYBRID_SCRIPT = """
+import sys
+from slidelite.backends import create_backend
+from slidelite.errors import ModelError
+from slidelite.model_file import open_model_file
+try:
+    create_backend(open_model_file(sys.argv[1]), "tflite", threads=1)
+    print("loaded")
+except ModelError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_tflite_runtime_refuses_per_channel_dynamic_range_fc(files, tmp_path):
+    """tflite-runtime 2.14 computes a hybrid FULLY_CONNECTED with per-channel int8 weights wrongly (silently); a
+    file made that way (ai-edge-quantizer's stock dynamic-range recipe) is refused, LiteRT runs it, and the
+    converter's own dynamic-int8 file (per-tensor weights) still loads."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    from slidelite.convert.tflite_quantize import pack_buffers_inline
+
+    out, _, bare = files
+    entries = [dict(entry, operation="FULLY_CONNECTED") for entry in recipe.dynamic_wi8_afp32()]
+    assert str(entries[0]["op_config"]["weight_tensor_config"]["granularity"]).endswith("CHANNELWISE")
+    per_channel = tmp_path / "per_channel_hybrid.tflite"
+    per_channel.write_bytes(pack_buffers_inline(bytes(quantizer.Quantizer(bytearray(bare.read_bytes()),
+                                                                          entries).quantize().quantized_model)))
+    litert = create_backend(open_model_file(per_channel), "litert", threads=1)
+    assert litert.run(np.zeros((1, 28, 28, 3), np.float32)).shape == (1, 10)
+    lines = {}
+    for name, path in (("per-channel", per_channel), ("dynamic-int8", out["dynamic-int8"])):
+        proc = run_in_tflite_venv(["-c", PER_CHANNEL_HYBRID_SCRIPT, path])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines[name] = proc.stdout.strip().splitlines()[-1]
+    assert lines["per-channel"].startswith("refused:") and "per-channel int8 weights wrongly" in lines["per-channel"]
+    assert "litert" in lines["per-channel"] and lines["dynamic-int8"] == "loaded"

@@ -45,7 +45,7 @@ class LiteRTBackend(Backend):
         with held_native_stderr() as held:
             try:
                 self._interpreter = interpreter_class(model_path=str(model_file.path), num_threads=threads)
-                self._refuse_known_aborts()
+                self._refuse_known_failures()
                 self._interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 detail = _first_line(exc, held())
@@ -75,8 +75,8 @@ class LiteRTBackend(Backend):
 
         return Interpreter, str(getattr(ai_edge_litert, "__version__", "unknown"))
 
-    def _refuse_known_aborts(self) -> None:
-        """Raise :class:`ModelError` for a model this engine version is known to abort on (none for LiteRT)."""
+    def _refuse_known_failures(self) -> None:
+        """Raise :class:`ModelError` for a model this engine version is known to abort on or compute wrongly (none for LiteRT)."""
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on ``tensor`` (batch first) and return the first output, batch kept."""
