@@ -208,3 +208,10 @@ def test_classify_picks_the_format_of_the_requested_backend(registry: Path) -> N
     assert str(registry / "fixture.tflite") in run.error_lines[0]
     run = run_cli(["classify", "--backend", "onnxruntime", "--model", "fixture", SAMPLE], env=env)
     assert run.exit_code == 0, run.stderr
+
+
+def test_accuracy_counts_print_as_integers() -> None:
+    from slidelite.cli._common import format_accuracy
+
+    text = format_accuracy({"dataset": "Fashion-MNIST test split", "top1": 0.924, "images": 10000})
+    assert text == "top1=0.924 images=10000 (Fashion-MNIST test split)"

@@ -145,6 +145,7 @@ def format_accuracy(accuracy: Optional[Dict[str, Any]]) -> str:
     """A measured-accuracy mapping as short text: numbers as ``key=value``, strings in brackets."""
     if not accuracy:
         return "-"
-    numbers = [f"{k}={v:.4g}" for k, v in accuracy.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4g}"
+               for k, v in accuracy.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     words = [f"{v}" for v in accuracy.values() if isinstance(v, str)]
     return " ".join(numbers) + (f" ({', '.join(words)})" if words else "")
