@@ -13,7 +13,7 @@ import pytest
 
 from slidelite import models
 from slidelite.backends import available_backends
-from slidelite.cli._common import human_size
+from slidelite.cli._common import format_accuracy, human_size
 from slidelite.errors import ModelError
 from tests._cli_fixtures import SAMPLE, make_registry, run_cli
 from tests._runtime_fixtures import make_fixture_onnx
@@ -211,7 +211,5 @@ def test_classify_picks_the_format_of_the_requested_backend(registry: Path) -> N
 
 
 def test_accuracy_counts_print_as_integers() -> None:
-    from slidelite.cli._common import format_accuracy
-
     text = format_accuracy({"dataset": "Fashion-MNIST test split", "top1": 0.924, "images": 10000})
     assert text == "top1=0.924 images=10000 (Fashion-MNIST test split)"
