@@ -8,7 +8,9 @@ dtype names (``'float32'``, ``'uint8'``, ``'int8'``).
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+
+from ..errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only: importing the registry must stay cheap
     import numpy as np
@@ -44,6 +46,14 @@ class Backend(abc.ABC):
         self.input_shape: Shape = ()
         self.input_dtype: str = "float32"
         self.output_shape: Shape = ()
+
+    def first_input_and_output(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> Tuple[Any, Any]:
+        """The engine's descriptions of the first input and first output; :class:`ModelError` when either is
+        missing (an image classifier needs both)."""
+        if not inputs or not outputs:
+            raise ModelError(f"{self.model_file.path}: the model has no input or no output tensor; an image "
+                             "classifier needs both")
+        return inputs[0], outputs[0]
 
     @property
     def dynamic_batch(self) -> bool:

@@ -50,11 +50,7 @@ class LiteRTBackend(Backend):
             except (ValueError, RuntimeError) as exc:
                 detail = _first_line(exc, held())
                 raise ModelError(f"{model_file.path}: {self.name} cannot load the model ({detail})") from None
-        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if not inputs or not outputs:
-            raise ModelError(f"{model_file.path}: the model has no input or no output tensor; an image classifier "
-                             "needs both")
-        first_input, first_output = inputs[0], outputs[0]
+        first_input, first_output = self.first_input_and_output(self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input_index = first_input["index"]
         self._output_index = first_output["index"]
         scale, zero_point = first_input["quantization"]

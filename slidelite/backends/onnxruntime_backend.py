@@ -55,11 +55,7 @@ class OnnxRuntimeBackend(Backend):
             )
         except self._errors as exc:
             raise ModelError(f"{model_file.path}: onnxruntime cannot load the model ({_first_line(exc)})") from None
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if not inputs or not outputs:
-            raise ModelError(f"{model_file.path}: the model has no input or no output tensor; an image classifier "
-                             "needs both")
-        first_input, first_output = inputs[0], outputs[0]
+        first_input, first_output = self.first_input_and_output(self._session.get_inputs(), self._session.get_outputs())
         self.input_name = first_input.name
         self.input_shape = _shape(first_input.shape)
         self.input_dtype = _ORT_TYPES.get(first_input.type, first_input.type)
