@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the TFLite toolchain (issue 7). Idempotent; run from anywhere. Needs root for apt-get (skipped otherwise).
+# Set up the TFLite toolchain (issue 7). Idempotent; run from anywhere. Debian packages via scripts/system_packages.sh.
 #
 # 1. .venv (the main env, numpy 2, torch 2.13 CPU): the PyTorch -> TFLite converter litert-torch and the LiteRT
 #    runtime. litert-torch's declared requirements pull transformers, kagglehub, sentencepiece, a different
@@ -12,9 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q "libusb-1.0.so.0"; then
-  apt-get install -y -q libusb-1.0-0 >/dev/null  # tflite-support's native modules link it
-fi
+./scripts/system_packages.sh  # libusb-1.0-0: tflite-support's native modules link it
 $PY -m pip install -q --no-deps "litert-torch==0.10.0" "litert-converter==0.5.0" "ai-edge-litert==2.3.0" \
   "ai-edge-quantizer==0.10.0" "torchao==0.18.0" "jax==0.10.2" "jaxlib==0.10.2" "opt_einsum==3.4.0" \
   "rich==15.0.0" "absl-py==2.5.1" "immutabledict==4.3.1" "backports.strenum==1.2.8"

@@ -3,10 +3,8 @@
 # Usage: ./scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  # Debian packages the tests use: Fashion-MNIST (trained model's accuracy test)
-  apt-get install -y -q dataset-fashion-mnist >/dev/null
-fi
+# Debian packages first (root: apt-get; else sudo; else stop here with the one command to run)
+./scripts/system_packages.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip

@@ -10,7 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from slidelite.zoo import SlideAttention, get_pretrained_cfg
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+# Copied from the official code's state_dicts (see tests/fixtures/reference/SOURCES.md).
+REFERENCE_DIR = Path(__file__).resolve().parent / "fixtures" / "reference"
 
 # The official yaml files (slide_transformer/cfgs/slide_swin_{t,s,b}.yaml), as values.
 OFFICIAL_YAML = {
@@ -21,7 +22,7 @@ OFFICIAL_YAML = {
 
 
 def reference_state_dict(name: str) -> Dict[str, Tuple[Tuple[int, ...], str]]:
-    """key -> (shape, dtype) listed in ../shared/reference/<name>.state_dict.txt (from the official code)."""
+    """key -> (shape, dtype) listed in tests/fixtures/reference/<name>.state_dict.txt (from the official code)."""
     entries = {}
     for line in (REFERENCE_DIR / f"{name}.state_dict.txt").read_text().splitlines():
         if line and not line.startswith("#"):
