@@ -21,6 +21,7 @@ COMMANDS: Dict[str, tuple] = {
     "convert": ("convert", "Convert a PyTorch classifier to ONNX/TFLite (needs slidelite[convert])."),
     "bench": ("bench", "Benchmark model latency (init, first run, percentiles, RSS)."),
     "camera": ("camera", "Classify a live camera/video/image-folder stream."),
+    "web": ("web", "Write a static site that classifies in a phone's browser; --serve it on the LAN."),
 }
 
 

@@ -124,6 +124,7 @@ def fetch_tarball(package: NpmPackage, cache: Optional[str] = None) -> Path:
         temp.unlink()
         raise RuntimeDownloadError(f"{url}: the download does not match its pinned sha512 integrity; "
                                    "retry, or check the registry set in $" + REGISTRY_ENV)
+    temp.chmod(0o644)
     os.replace(temp, path)
     return path
 

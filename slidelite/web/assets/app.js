@@ -69,6 +69,7 @@ function drawToPreview(source, width, height) {
 
 async function classifyFile(file) {
   if (!file) return;
+  if (!page.engine) { showMessage("The model is still loading: try again in a moment."); return; }
   stopCamera();
   showMessage("");
   if (file.type && !file.type.startsWith("image/")) {
