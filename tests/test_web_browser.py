@@ -44,7 +44,7 @@ PHONE = {"width": 390, "height": 844}
 CATS = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
 LOAD_TIMEOUT_MS = 60_000
 SITES = {"onnx": (None, "onnx"), "tflite": (None, "tflite"), "fmnist": ("slide_swin_micro_fmnist", "onnx"),
-         "int8": ("fixture", "onnx")}
+         "fmnist-tflite": ("slide_swin_micro_fmnist", "tflite"), "int8": ("fixture", "onnx")}
 
 
 def write_y4m(photo: Path, path: Path, frames: int = 3) -> None:
@@ -152,7 +152,7 @@ def python_result(model: Path, photo: Path) -> Dict[str, Any]:
             "labels": [c.label for c in categories], "scores": np.array([c.score for c in categories])}
 
 
-@pytest.mark.parametrize("site", ["onnx", "tflite", "fmnist", "int8"])
+@pytest.mark.parametrize("site", list(SITES))
 def test_page_matches_python_runtime(pages: Callable[[str], Any], sites: Dict[str, Any], site: str) -> None:
     page = pages(site)
     config = json.loads((sites["root"] / site / "config.json").read_text(encoding="utf-8"))
