@@ -3,8 +3,9 @@
 # As root: apt-get. Otherwise: sudo apt-get when sudo is there; else stop with the one command to run.
 # Usage: scripts/system_packages.sh   (idempotent; prints nothing when everything is installed)
 set -euo pipefail
-# dataset-fashion-mnist: the trained model's accuracy test; libusb-1.0-0: tflite-support's native modules
-PACKAGES=(dataset-fashion-mnist libusb-1.0-0)
+# dataset-fashion-mnist: the trained model's accuracy test; libusb-1.0-0: tflite-support's native modules;
+# chromium: the browser the `slidelite web` tests drive with Playwright
+PACKAGES=(dataset-fashion-mnist libusb-1.0-0 chromium)
 command -v dpkg-query >/dev/null 2>&1 || { echo "warning: not a Debian system; install the equivalents of: ${PACKAGES[*]}" >&2; exit 0; }
 missing=()
 for pkg in "${PACKAGES[@]}"; do
