@@ -7,7 +7,8 @@ and for the Fashion-MNIST Slide model; the camera is Chromium's fake device play
 real photo. The runtime packages come from the npm registry through the code path users run (cached in the
 user cache folder, or $SLIDELITE_WEB_CACHE).
 
-Set SLIDELITE_WEB_SCREENSHOTS=DIR to keep the phone-sized screenshots (docs/web.md uses them).
+Set SLIDELITE_WEB_SCREENSHOTS=DIR to keep the phone-sized screenshots (docs/web.md shows web-photo-onnx,
+web-camera, web-camera-denied and web-benchmark).
 """
 from __future__ import annotations
 

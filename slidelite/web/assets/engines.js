@@ -20,7 +20,10 @@ class OnnxEngine {
   static async create(config) {
     const ort = await import(siteUrl(config.runtime.module));
     ort.env.wasm.wasmPaths = siteUrl("runtime/");
-    const threads = self.crossOriginIsolated ? Math.min(navigator.hardwareConcurrency || 1, 4) : 1;
+    // WebAssembly threads need a cross-origin isolated page (slidelite web --serve sends the headers);
+    // ?threads=N overrides the default (up to 4, the number of cores the browser reports)
+    const asked = Number(new URLSearchParams(location.search).get("threads"));
+    const threads = !self.crossOriginIsolated ? 1 : asked >= 1 ? asked : Math.min(navigator.hardwareConcurrency || 1, 4);
     ort.env.wasm.numThreads = threads;
     let provider = "wasm";
     if (config.runtime.webgpu && navigator.gpu && (await navigator.gpu.requestAdapter().catch(() => null))) provider = "webgpu";
