@@ -61,7 +61,15 @@ def runtime_for(model_format: str, webgpu: bool = False) -> Runtime:
 
 @dataclass(frozen=True)
 class SiteBuild:
-    """What :func:`build_site` wrote."""
+    """What :func:`build_site` wrote.
+
+    Attributes:
+        out: the site folder.
+        model: the model file the site runs (copied into ``out/model/``).
+        runtime: the browser runtime copied into ``out/runtime/``.
+        files: every file of the site, relative to ``out``.
+        size_bytes: their total size.
+    """
 
     out: Path
     model: ModelFile
@@ -106,8 +114,8 @@ def build_site(model: Optional[str], out: str, model_format: str = "onnx", webgp
         "top_k": top_k,
         "model": {"file": model_rel, "name": metadata.name, "format": model_file.format,
                   "size_bytes": model_file.size, "sha256": model_file.sha256},
-        "runtime": {"kind": runtime.package.name.rsplit("/", 1)[-1] if runtime.package is ONNXRUNTIME_WEB
-                    else "mediapipe", "package": runtime.package.name, "version": runtime.package.version,
+        "runtime": {"kind": "onnxruntime-web" if model_file.format == "onnx" else "mediapipe",
+                    "package": runtime.package.name, "version": runtime.package.version,
                     "module": f"runtime/{runtime.module}", "webgpu": runtime.module.startswith("ort.webgpu")},
         "metadata": metadata.to_dict(),
     }
