@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List
 
 import numpy as np
 import pytest
@@ -100,9 +100,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         chromium.close()
 
 
-def open_page(browser: Any, url: str, permissions: Sequence[str] = ()) -> Any:
-    """A phone-sized page on ``url`` in a new browser context, waited until the model is loaded."""
-    context = browser.new_context(viewport=PHONE, device_scale_factor=1, permissions=list(permissions))
+def open_page(browser: Any, url: str) -> Any:
+    """A phone-sized page on ``url`` in a new browser context (no permissions), waited until the model is loaded."""
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("body[data-state=ready], body[data-state=failed]", timeout=LOAD_TIMEOUT_MS)
@@ -247,18 +247,21 @@ def test_mediapipe_own_resize_differs_so_the_page_feeds_it_slidelite_preprocessi
     assert diff > 1e-3
 
 
-def test_camera_frames_are_classified(browser: Any, sites: Dict[str, Any]) -> None:
-    page = open_page(browser, sites["url"] + "onnx/", permissions=["camera"])
-    page.click("#camera-button")
-    page.wait_for_function("Number(document.body.dataset.frames || 0) >= 3", timeout=LOAD_TIMEOUT_MS)
-    top = page.evaluate("slidelite.last.categories")
-    assert page.evaluate("slidelite.last.source") == "camera"
-    assert top[0]["label"] in CATS, top
-    assert page.evaluate("slidelite.stream.getVideoTracks()[0].getSettings().width") > 0
-    screenshot(page, "camera")
-    page.click("#camera-button")  # stops the camera
-    assert page.evaluate("slidelite.stream") is None
-    page.context.close()
+def test_camera_frames_are_classified(pages: Callable[[str], Any]) -> None:
+    page = pages("onnx")
+    page.context.grant_permissions(["camera"])
+    try:
+        page.click("#camera-button")
+        page.wait_for_function("Number(document.body.dataset.frames || 0) >= 3", timeout=LOAD_TIMEOUT_MS)
+        top = page.evaluate("slidelite.last.categories")
+        assert page.evaluate("slidelite.last.source") == "camera"
+        assert top[0]["label"] in CATS, top
+        assert page.evaluate("slidelite.stream.getVideoTracks()[0].getSettings().width") > 0
+        screenshot(page, "camera")
+        page.click("#camera-button")  # stops the camera
+        assert page.evaluate("slidelite.stream") is None
+    finally:
+        page.context.clear_permissions()
 
 
 def test_denied_camera_and_non_image_files_show_a_message(pages: Callable[[str], Any], tmp_path: Path) -> None:
@@ -308,15 +311,17 @@ def test_benchmark_report_has_the_slidelite_bench_schema(pages: Callable[[str], 
     screenshot(page, "benchmark")
 
 
-def test_page_works_offline_once_loaded(browser: Any, sites: Dict[str, Any]) -> None:
-    page = open_page(browser, sites["url"] + "fmnist/")
+def test_page_works_offline_once_loaded(pages: Callable[[str], Any]) -> None:
+    page = pages("fmnist")
     page.evaluate("navigator.serviceWorker.ready")
     page.wait_for_function("navigator.serviceWorker.controller !== null || location.reload()", timeout=LOAD_TIMEOUT_MS)
     page.context.set_offline(True)
-    page.reload()
-    page.wait_for_selector("body[data-state=ready], body[data-state=failed]", timeout=LOAD_TIMEOUT_MS)
-    assert page.evaluate("document.body.dataset.state") == "ready"
-    assert page.evaluate("navigator.onLine") is False
-    web = upload(page, PHOTOS[1])
-    assert web["categories"][0]["label"] == "Ankle boot"
-    page.context.close()
+    try:
+        page.reload()
+        page.wait_for_selector("body[data-state=ready], body[data-state=failed]", timeout=LOAD_TIMEOUT_MS)
+        assert page.evaluate("document.body.dataset.state") == "ready"
+        assert page.evaluate("navigator.onLine") is False
+        web = upload(page, PHOTOS[1])
+        assert web["categories"][0]["label"] == "Ankle boot"
+    finally:
+        page.context.set_offline(False)

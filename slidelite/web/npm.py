@@ -151,15 +151,16 @@ def copy_package_files(package: NpmPackage, files: Dict[str, str], destination: 
             _write(destination / outer, source.read_bytes())
         return
     tarball = fetch_tarball(package, cache)
-    with tarfile.open(tarball, "r:gz") as archive:
-        for inner, outer in files.items():
-            try:
-                member = archive.extractfile(archive.getmember(f"package/{inner}"))
-            except KeyError:
-                member = None
-            if member is None:
-                raise RuntimeDownloadError(f"{tarball}: {inner} is not in {package.name} {package.version}")
-            _write(destination / outer, member.read())
+    wanted = {f"package/{inner}": outer for inner, outer in files.items()}
+    with tarfile.open(tarball, "r|gz") as archive:  # one streaming pass: gzip cannot seek backwards cheaply
+        for member in archive:
+            if member.name in wanted and member.isfile():
+                _write(destination / wanted.pop(member.name), archive.extractfile(member).read())
+                if not wanted:
+                    break
+    if wanted:
+        missing = ", ".join(name.partition("/")[2] for name in wanted)
+        raise RuntimeDownloadError(f"{tarball}: {missing} not in {package.name} {package.version}")
 
 
 def _check_installed_version(package: NpmPackage, root: Path) -> None:
