@@ -286,6 +286,19 @@ def test_denied_camera_and_non_image_files_show_a_message(pages: Callable[[str],
     assert page.is_hidden("#message")
 
 
+def test_dropped_photo_is_classified(pages: Callable[[str], Any]) -> None:
+    page = pages("onnx")
+    done = int(page.evaluate("document.body.dataset.classified || 0"))
+    page.evaluate("""(bytes) => {
+        const files = new DataTransfer();
+        files.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", { type: "image/jpeg" }));
+        document.getElementById("view").dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true }));
+    }""", list(PHOTOS[0].read_bytes()))
+    page.wait_for_selector(f"body[data-classified='{done + 1}']", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate("slidelite.last.source") == "dropped.jpg"
+    assert page.evaluate("slidelite.last.categories[0].label") in CATS
+
+
 def test_benchmark_report_has_the_slidelite_bench_schema(pages: Callable[[str], Any]) -> None:
     page = pages("fmnist")
     page.click("#bench-button")
