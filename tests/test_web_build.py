@@ -151,6 +151,7 @@ def test_unreachable_registry_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_p
     run = run_subprocess(["web", "-o", str(tmp_path / "site"), "--cache-dir", str(tmp_path / "cache")])
     one_line_error(run, 1, "cannot download onnxruntime-web 1.31.1 from http://127.0.0.1:9/onnxruntime-web/-/",
                    "--runtime-dir")
+    assert not (tmp_path / "site").exists()
 
 
 class _WrongTarball(BaseHTTPRequestHandler):

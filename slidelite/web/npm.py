@@ -129,30 +129,38 @@ def fetch_tarball(package: NpmPackage, cache: Optional[str] = None) -> Path:
     return path
 
 
-def copy_package_files(package: NpmPackage, files: Dict[str, str], destination: Path,
-                       runtime_dir: Optional[str] = None, cache: Optional[str] = None) -> None:
-    """Copy ``files`` (``{path inside the package: path under destination}``) out of ``package``.
-
-    The files come from ``runtime_dir/<name>`` (an installed ``node_modules``, which must hold exactly the
-    pinned version) when given, else from the verified tarball (:func:`fetch_tarball`).
+def package_source(package: NpmPackage, runtime_dir: Optional[str] = None, cache: Optional[str] = None) -> Path:
+    """Where ``package``'s files come from: ``runtime_dir/<name>`` (an installed ``node_modules``, which must
+    hold exactly the pinned version) when given, else the verified tarball (:func:`fetch_tarball`).
 
     Raises:
-        RuntimeDownloadError: the package cannot be downloaded or is missing or has another version in
-            ``runtime_dir``, or a file is not in the package.
+        RuntimeDownloadError: the package cannot be downloaded, or is missing or has another version in
+            ``runtime_dir``.
     """
-    if runtime_dir is not None:
-        root = Path(runtime_dir) / package.name
-        _check_installed_version(package, root)
+    if runtime_dir is None:
+        return fetch_tarball(package, cache)
+    root = Path(runtime_dir) / package.name
+    _check_installed_version(package, root)
+    return root
+
+
+def copy_package_files(package: NpmPackage, source: Path, files: Dict[str, str], destination: Path) -> None:
+    """Copy ``files`` (``{path inside the package: path under destination}``) out of ``package`` at ``source``
+    (see :func:`package_source`: an installed package folder or the package tarball).
+
+    Raises:
+        RuntimeDownloadError: a file is not in the package.
+    """
+    if source.is_dir():
         for inner, outer in files.items():
-            source = root / inner
-            if not source.is_file():
-                raise RuntimeDownloadError(f"{source}: not found in the installed {package.name}; "
+            path = source / inner
+            if not path.is_file():
+                raise RuntimeDownloadError(f"{path}: not found in the installed {package.name}; "
                                            f"reinstall it with `{package.install_hint}`")
-            _write(destination / outer, source.read_bytes())
+            _write(destination / outer, path.read_bytes())
         return
-    tarball = fetch_tarball(package, cache)
     wanted = {f"package/{inner}": outer for inner, outer in files.items()}
-    with tarfile.open(tarball, "r|gz") as archive:  # one streaming pass: gzip cannot seek backwards cheaply
+    with tarfile.open(source, "r|gz") as archive:  # one streaming pass: gzip cannot seek backwards cheaply
         for member in archive:
             if member.name in wanted and member.isfile():
                 _write(destination / wanted.pop(member.name), archive.extractfile(member).read())
@@ -160,7 +168,7 @@ def copy_package_files(package: NpmPackage, files: Dict[str, str], destination: 
                     break
     if wanted:
         missing = ", ".join(name.partition("/")[2] for name in wanted)
-        raise RuntimeDownloadError(f"{tarball}: {missing} not in {package.name} {package.version}")
+        raise RuntimeDownloadError(f"{source}: {missing} not in {package.name} {package.version}")
 
 
 def _check_installed_version(package: NpmPackage, root: Path) -> None:

@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..model_file import ModelFile, open_model_file, read_metadata
 from ..models import resolve_model
 from .compat import check_browser_runnable
-from .npm import MEDIAPIPE_TASKS_VISION, ONNXRUNTIME_WEB, NpmPackage, copy_package_files
+from .npm import MEDIAPIPE_TASKS_VISION, ONNXRUNTIME_WEB, NpmPackage, copy_package_files, package_source
 
 PAGE_FILES = ("index.html", "app.js", "preprocess.js", "engines.js", "bench.js", "style.css", "manifest.webmanifest")
 CONFIG_FILE = "config.json"
@@ -99,9 +99,11 @@ def build_site(model: Optional[str], out: str, model_format: str = "onnx", webgp
     model_file = open_model_file(resolve_model(model, _BACKEND_FOR_FORMAT[model_format]))
     metadata = read_metadata(model_file)
     check_browser_runnable(model_file, metadata)
-    folder = _prepare_output(Path(out))
     runtime = runtime_for(model_file.format, webgpu and model_file.format == "onnx")
-    copy_package_files(runtime.package, {k: f"runtime/{v}" for k, v in runtime.files.items()}, folder, runtime_dir, cache)
+    _check_output(Path(out))
+    source = package_source(runtime.package, runtime_dir, cache)  # before writing anything
+    folder = _prepare_output(Path(out))
+    copy_package_files(runtime.package, source, {k: f"runtime/{v}" for k, v in runtime.files.items()}, folder)
     _write_notice(folder, runtime.package)
     model_rel = f"model/{model_file.path.name}"
     (folder / "model").mkdir(exist_ok=True)
@@ -126,11 +128,15 @@ def build_site(model: Optional[str], out: str, model_format: str = "onnx", webgp
     return SiteBuild(folder, model_file, runtime, tuple(["sw.js", *files]), size)
 
 
-def _prepare_output(folder: Path) -> Path:
+def _check_output(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: is a file; pass a folder for the site (-o site/)")
     if folder.is_dir() and any(folder.iterdir()) and not _is_site(folder):
         raise UsageError(f"{folder}: folder is not empty and not a slidelite web site; pass a new or empty folder")
+
+
+def _prepare_output(folder: Path) -> Path:
+    """Create ``folder`` (checked by :func:`_check_output`) and remove an earlier site's model and runtime."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("model", "runtime"):
         shutil.rmtree(folder / stale, ignore_errors=True)
