@@ -3,6 +3,7 @@
 
 The runtime packages are fetched from the npm registry by the same code users run, into the user cache
 (``$SLIDELITE_WEB_CACHE`` or ``~/.cache/slidelite/web``); the failure tests point the registry at 127.0.0.1.
+Slow: the first run downloads ~46 MB of npm tarballs.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from slidelite.web.npm import ONNXRUNTIME_WEB, REGISTRY_ENV, cache_dir, fetch_ta
 from slidelite.web.serve import ensure_certificate, lan_address
 from tests._cli_fixtures import ROOT, run_subprocess
 from tests._runtime_fixtures import make_fixture_onnx
+
+pytestmark = pytest.mark.slow
 
 PAGE_ASSETS = ("index.html", "app.js", "preprocess.js", "engines.js", "bench.js", "style.css", "sw.js")
 
