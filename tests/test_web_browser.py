@@ -171,7 +171,6 @@ def test_page_matches_python_runtime(pages: Callable[[str], Any], sites: Dict[st
     screenshot(page, f"photo-{site}")
 
 
-
 def variant_photos(tmp_path: Path) -> List[Path]:
     """Real photos in shapes that take every branch of the resize: landscape JPEG, portrait PNG, an image
     smaller than the model input (upsampling), RGBA with transparency, and an extreme strip (box resize)."""
@@ -179,7 +178,7 @@ def variant_photos(tmp_path: Path) -> List[Path]:
 
     astronaut = Image.fromarray(data.astronaut())
     photos = {"portrait.png": astronaut.crop((60, 0, 360, 451)), "small.png": astronaut.resize((21, 13)),
-              "strip.png": astronaut.resize((4000, 3))}
+              "strip.png": astronaut.resize((12000, 2))}
     rgba = astronaut.convert("RGBA").resize((97, 64))
     rgba.putalpha(Image.linear_gradient("L").resize((97, 64)).point(lambda v: 255 if v > 128 else v))
     photos["alpha.png"] = rgba
