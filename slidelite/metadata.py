@@ -316,7 +316,12 @@ def _finite_number(value: Any) -> bool:
 def read_labels_file(path: str) -> List[str]:
     """Read a labels file: one label per line, blank trailing lines ignored."""
     with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+        return labels_from_text(handle.read())
+
+
+def labels_from_text(text: str) -> List[str]:
+    """The labels of a labels file's text: one per line (stripped), blank trailing lines ignored."""
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]
