@@ -11,7 +11,7 @@ came from, which ``slidelite info`` prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import MetadataError
 from .metadata import ModelMetadata, SCHEMA_NAME, SCHEMA_VERSION, metadata_from_dict
@@ -213,3 +213,18 @@ def _stem(source: str) -> str:
     return name.rsplit(".", 1)[0] or name
 
 
+
+
+#: The order in which :func:`source_lines` lists fields (mean and std share a line when they share a source).
+SOURCE_ORDER = ("name", "labels", "input_size", "layout", "color_mode", "mean/std", "input_quantization", "resize_mode",
+                "crop_pct", "interpolation", "output_kind", "score_calibration")
+_ALWAYS_LISTED = ("labels", "input_size", "layout", "color_mode", "mean/std", "resize_mode", "crop_pct", "interpolation",
+                  "output_kind")
+
+
+def source_lines(sources: Mapping[str, str], default: str) -> List[Tuple[str, str]]:
+    """``[(field, where it came from)]`` in :data:`SOURCE_ORDER`; fields not in ``sources`` came from ``default``."""
+    merged = dict(sources)
+    if "mean" in merged or "std" in merged:
+        merged["mean/std"] = ", ".join(dict.fromkeys((merged.pop("mean", default), merged.pop("std", default))))
+    return [(key, merged.get(key, default)) for key in SOURCE_ORDER if key in merged or key in _ALWAYS_LISTED]

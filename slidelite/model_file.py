@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._paths import PERMISSION_DENIED, file_problem
 from .backends._onnx_reader import ProtobufError, model_metadata_props
@@ -29,7 +29,7 @@ from .errors import MetadataError, ModelError
 from .metadata import (MAX_DOCUMENT_BYTES, ONNX_METADATA_KEY, TFLITE_METADATA_FILE, ModelMetadata, labels_from_text,
                        parse_metadata)
 from .metadata_fields import MEDIAPIPE_DEFAULTS, TIMM_DEFAULTS, MetadataFields, metadata_layer, resolve_metadata
-from .signature import read_signature, shape_text
+from .signature import GraphSignature, read_signature, shape_text
 from .tflite_metadata import FlatbufferError, read_standard_metadata, read_tflite_graph, standard_layer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,23 +117,35 @@ def open_model_file(path: Union[str, "os.PathLike[str]"]) -> ModelFile:
 def read_metadata(model_file: ModelFile, fields: Optional[MetadataFields] = None) -> ModelMetadata:
     """The slidelite metadata of ``model_file``, with the user's ``fields`` (if any) replacing or supplying fields.
 
-    With ``fields``, the file's own metadata (when valid) fills what the fields leave out, then the graph (input
-    shape, dtype, a final softmax), then timm's defaults for resize and crop.
-
     Raises:
         MetadataError: the file has no usable metadata, or the fields leave one out that nothing determines.
     """
-    if fields is not None and fields.given:
-        own = model_file.metadata
-        layers = [fields.layer()]
-        if own is not None:
-            layers.append(metadata_layer(own, model_file.metadata_sources, model_file.metadata_origin))
-        layers.append(TIMM_DEFAULTS)
-        metadata, _ = resolve_metadata(read_signature(model_file.path, model_file.format), layers, model_file.name, own)
-        return metadata
-    if model_file.metadata is None:
-        raise MetadataError(model_file.metadata_error or f"{model_file.name} has no slidelite metadata")
-    return model_file.metadata
+    return resolve_file_metadata(model_file, fields or MetadataFields())[0]
+
+
+def resolve_file_metadata(model_file: ModelFile, fields: MetadataFields) -> Tuple[ModelMetadata, Dict[str, str]]:
+    """The metadata of ``model_file`` with ``fields`` applied, and ``{field: where it came from}``.
+
+    Each field comes from the flags, else the file's own metadata (when valid), else the graph (input shape, dtype,
+    a final softmax), else timm's defaults for resize and crop; the result is checked against the graph.
+
+    Raises:
+        MetadataError: the file has no usable metadata, or the fields leave one out that nothing determines.
+        ModelError: the graph cannot be read.
+    """
+    own = model_file.metadata
+    if not fields.given:
+        if own is None:
+            raise MetadataError(model_file.metadata_error or f"{model_file.name} has no slidelite metadata")
+        return own, dict(model_file.metadata_sources)
+    layers = [fields.layer()]
+    if own is not None:
+        layers.append(metadata_layer(own, model_file.metadata_sources, model_file.metadata_origin))
+    layers.append(TIMM_DEFAULTS)
+    signature = read_signature(model_file.path, model_file.format)
+    metadata, sources = resolve_metadata(signature, layers, model_file.name, own)
+    check_file_signature(metadata, signature, model_file.name)
+    return metadata, sources
 
 
 def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> None:
@@ -142,21 +154,35 @@ def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> N
     Raises:
         MetadataError: naming both numbers when they disagree.
     """
-    width = backend.output_shape[-1] if backend.output_shape else None
+    _check_shapes(metadata, backend.input_shape, backend.input_dtype, backend.output_shape, name)
+
+
+def check_file_signature(metadata: ModelMetadata, signature: GraphSignature, name: str) -> None:
+    """:func:`check_signature` against the signature read from the file (no inference engine needed).
+
+    Raises:
+        MetadataError: naming both numbers when they disagree.
+    """
+    _check_shapes(metadata, signature.input.shape, signature.input.dtype, signature.output.shape, name)
+
+
+def _check_shapes(metadata: ModelMetadata, input_shape: Sequence[Optional[int]], input_dtype: str,
+                  output_shape: Sequence[Optional[int]], name: str) -> None:
+    width = output_shape[-1] if output_shape else None
     if width is not None and width != metadata.num_classes:
         raise MetadataError(
             f"{name}: metadata has {metadata.num_classes} labels but the model output has {width} classes"
         )
     inp, channels = metadata.input, metadata.preprocess.channels
     expected = (channels, inp.height, inp.width) if not inp.channels_last else (inp.height, inp.width, channels)
-    actual = tuple(backend.input_shape[1:])
+    actual = tuple(input_shape[1:])
     if len(actual) != 3 or any(a is not None and a != e for a, e in zip(actual, expected)):
         raise MetadataError(
             f"{name}: metadata input {inp.layout} {list(expected)} does not match the model input shape "
-            f"{shape_text(backend.input_shape)}"
+            f"{shape_text(input_shape)}"
         )
-    if backend.input_dtype != inp.dtype:
-        raise MetadataError(f"{name}: metadata input dtype {inp.dtype} does not match the model's {backend.input_dtype}")
+    if input_dtype != inp.dtype:
+        raise MetadataError(f"{name}: metadata input dtype {inp.dtype} does not match the model's {input_dtype}")
 
 
 def tflite_subgraph_count(path: Union[str, "os.PathLike[str]"]) -> int:
@@ -273,6 +299,7 @@ def _standard_tflite_metadata(path: Path, name: str) -> Optional[Tuple[Optional[
     layers = [standard_layer(standard, labels, signature.input.dtype), MEDIAPIPE_DEFAULTS]
     try:
         metadata, sources = resolve_metadata(signature, layers, name)
+        check_file_signature(metadata, signature, name)
     except MetadataError as exc:
         return None, f"{exc} (the file's standard TFLite Metadata does not say)", {}
     if standard.score_calibration:
