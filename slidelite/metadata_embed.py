@@ -51,11 +51,12 @@ def tflite_with_metadata(model: bytes, document: str) -> bytes:
                 flatbuffer = model[:min(info.header_offset for info in infos)]
     except zipfile.BadZipFile:
         pass  # no associated files yet
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_STORED) as archive:
+    packed = io.BytesIO(flatbuffer)
+    # mode "a" on bytes that are no archive appends a new one with file-absolute offsets, as the populator does
+    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
         for name, data in [*members, (TFLITE_METADATA_FILE, document.encode("utf-8"))]:
             archive.writestr(name, data)
-    return flatbuffer + packed.getvalue()
+    return packed.getvalue()
 
 
 def embed_metadata(source: Path, fmt: str, metadata: ModelMetadata, destination: Path) -> Path:

@@ -41,6 +41,7 @@ MEDIAPIPE_DEFAULTS: Layer = {
     "interpolation": Sourced("bilinear", "default (as MediaPipe's ImageClassifier)"),
 }
 _RAW_PIXEL_OFFSET = {"uint8": 0, "int8": -128}  # integer inputs take pixel + offset, as MediaPipe feeds them
+_NO_QUANTIZATION = "none in the model (scale 1, zero point 0)"
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,13 @@ def resolve_metadata(signature: GraphSignature, layers: Sequence[Layer], source:
                                  "dtype": inp.dtype}
     mean, std = resolver.pick("mean"), resolver.pick("std")
     if inp.dtype != "float32":
-        scale, zero_point = (inp.scale, inp.zero_point) if inp.scale else (1.0, 0)
+        scale, zero_point = _input_quantization(inp, base, resolver)
         input_doc["quantization"] = {"scale": scale, "zero_point": zero_point}
-        resolver.record("input_quantization", (scale, zero_point), "model input tensor")
         if mean is None and std is None:
             mean, std = _raw_pixels(inp.dtype, scale, zero_point, resolver)
+        elif resolver.sources["input_quantization"] == _NO_QUANTIZATION:
+            raise MetadataError(f"{source}: the {inp.dtype} input '{inp.name}' has no quantization parameters, so "
+                                "--mean/--std cannot be applied: leave them out to feed raw pixels")
     if mean is None or std is None:
         raise MetadataError(f"{source}: the normalization of the float input '{inp.name}' is unknown: pass --mean and "
                             "--std (in 0..1 pixel units, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for "
@@ -187,6 +190,16 @@ def _color_mode(channels: Optional[int], source: str) -> str:
         return "RGB" if channels == 3 else "L"
     raise MetadataError(f"{source}: the model input has {channels} channels; slidelite feeds RGB (3) or grayscale (1) "
                         "images")
+
+
+def _input_quantization(inp: TensorInfo, base: Optional[ModelMetadata], resolver: _Resolver) -> Tuple[float, int]:
+    """The integer input's (scale, zero point): the tensor's, else the existing document's, else (1, 0)."""
+    if inp.scale:
+        return resolver.record("input_quantization", (inp.scale, inp.zero_point or 0), "model input tensor")
+    if base is not None and base.input.quantization is not None:
+        quant = base.input.quantization
+        return resolver.record("input_quantization", (quant.scale, quant.zero_point), "slidelite metadata")
+    return resolver.record("input_quantization", (1.0, 0), _NO_QUANTIZATION)
 
 
 def _raw_pixels(dtype: str, scale: float, zero_point: int, resolver: _Resolver) -> Tuple[Tuple[float], Tuple[float]]:

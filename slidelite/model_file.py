@@ -123,18 +123,20 @@ def read_metadata(model_file: ModelFile, fields: Optional[MetadataFields] = None
     return resolve_file_metadata(model_file, fields or MetadataFields())[0]
 
 
-def resolve_file_metadata(model_file: ModelFile, fields: MetadataFields) -> Tuple[ModelMetadata, Dict[str, str]]:
+def resolve_file_metadata(model_file: ModelFile, fields: MetadataFields,
+                          always: bool = False) -> Tuple[ModelMetadata, Dict[str, str]]:
     """The metadata of ``model_file`` with ``fields`` applied, and ``{field: where it came from}``.
 
     Each field comes from the flags, else the file's own metadata (when valid), else the graph (input shape, dtype,
-    a final softmax), else timm's defaults for resize and crop; the result is checked against the graph.
+    a final softmax), else timm's defaults for resize and crop; the result is checked against the graph. With no
+    field given the file's own metadata is used as it is, unless ``always`` (then a missing field is named).
 
     Raises:
         MetadataError: the file has no usable metadata, or the fields leave one out that nothing determines.
         ModelError: the graph cannot be read.
     """
     own = model_file.metadata
-    if not fields.given:
+    if not fields.given and (own is not None or not always):
         if own is None:
             raise MetadataError(model_file.metadata_error or f"{model_file.name} has no slidelite metadata")
         return own, dict(model_file.metadata_sources)

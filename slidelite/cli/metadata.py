@@ -56,7 +56,7 @@ def embed(model: Path, output: Optional[Path], in_place: bool, overwrite: bool, 
         raise UsageError(f"{destination} exists: pass --overwrite to replace it, or choose another -o")
     fields = metadata_fields(**flags, name=name)
     model_file = open_model_file(model)
-    metadata, sources = resolve_file_metadata(model_file, fields)
+    metadata, sources = resolve_file_metadata(model_file, fields, always=True)
     from ..metadata_embed import embed_metadata  # lazy: only this sub-command writes files
 
     embed_metadata(model_file.path, model_file.format, metadata, destination)
