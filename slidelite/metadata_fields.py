@@ -113,6 +113,10 @@ def resolve_metadata(signature: GraphSignature, layers: Sequence[Layer], source:
                                 "pass --input-size")
         size = resolver.record("input_size", (height, width), "model input shape")
     color = resolver.pick("color_mode") or resolver.record("color_mode", _color_mode(channels, source), "model input shape")
+    labels = resolver.pick("labels")
+    if labels is None:
+        raise MetadataError(f"{source}: the model has no labels: pass --labels FILE (one label per line), or embed them "
+                            "with `slidelite metadata embed`")
     if inp.dtype not in ("float32", *_RAW_PIXEL_OFFSET):
         raise MetadataError(f"{source}: the model input '{inp.name}' is {inp.dtype}; slidelite feeds float32, uint8 "
                             "or int8 images")
@@ -131,10 +135,6 @@ def resolve_metadata(signature: GraphSignature, layers: Sequence[Layer], source:
         raise MetadataError(f"{source}: the normalization of the float input '{inp.name}' is unknown: pass --mean and "
                             "--std (in 0..1 pixel units, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for "
                             "ImageNet training, --mean 0 --std 0.00392157 for raw 0..255 input)")
-    labels = resolver.pick("labels")
-    if labels is None:
-        raise MetadataError(f"{source}: the model has no labels: pass --labels FILE (one label per line), or embed them "
-                            "with `slidelite metadata embed`")
     kind = resolver.pick("output_kind") or resolver.record(
         "output_kind", "probabilities" if signature.ends_in_softmax else "logits",
         "the graph ends in a softmax" if signature.ends_in_softmax else "the graph does not end in a softmax")
