@@ -100,16 +100,16 @@ class Table:
 
     def string(self, index: int) -> str:
         """A string field ('' when absent; invalid UTF-8 replaced)."""
-        return bytes(self.blob(index)).decode("utf-8", "replace")
+        return self.blob(index).decode("utf-8", "replace")
 
-    def blob(self, index: int) -> memoryview:
-        """A ``[ubyte]`` (or string) field's bytes (empty when absent)."""
+    def blob(self, index: int) -> bytes:
+        """A ``[ubyte]`` (or string) field's bytes, copied (empty when absent)."""
         pos = self._target(index)
         if pos is None:
-            return memoryview(b"")
+            return b""
         length = self._unpack("<I", pos)
         _check_range(self.data, pos + 4, length)
-        return memoryview(self.data)[pos + 4:pos + 4 + length]
+        return bytes(self.data[pos + 4:pos + 4 + length])
 
     def scalars(self, index: int, fmt: str) -> Tuple[Any, ...]:
         """A vector of scalars (``fmt`` is one element's ``struct`` format, e.g. ``<f``)."""
@@ -218,7 +218,7 @@ def read_standard_metadata(data: FlatBuffer) -> Optional[StandardMetadata]:
     blob = _metadata_buffer(data)
     if blob is None:
         return None
-    if bytes(blob[4:8]) != METADATA_IDENTIFIER:
+    if blob[4:8] != METADATA_IDENTIFIER:
         raise FlatbufferError(f"the {METADATA_BUFFER_NAME} buffer is not TFLite Metadata (no {METADATA_IDENTIFIER.decode()} "
                               "identifier)")
     root = Table.root(blob)
@@ -244,7 +244,7 @@ def read_standard_metadata(data: FlatBuffer) -> Optional[StandardMetadata]:
                             score_calibration=calibration)
 
 
-def _metadata_buffer(data: FlatBuffer) -> Optional[memoryview]:
+def _metadata_buffer(data: FlatBuffer) -> Optional[bytes]:
     """The bytes of the model buffer that the ``TFLITE_METADATA`` entry names, or None."""
     model = Table.root(data)
     buffers = model.tables(_MODEL_BUFFERS)
@@ -259,7 +259,7 @@ def _metadata_buffer(data: FlatBuffer) -> Optional[memoryview]:
         if offset > 1:  # large models keep buffers outside the flatbuffer, at an absolute file offset
             size = buffer.scalar(_BUFFER_SIZE, "<Q")
             _check_range(data, offset, size)
-            return memoryview(data)[offset:offset + size]
+            return bytes(data[offset:offset + size])
         return buffer.blob(_BUFFER_DATA)
     return None
 

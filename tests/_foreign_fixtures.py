@@ -137,8 +137,7 @@ def make_plain_onnx(path: Path, photos: Sequence[Path]) -> Path:
     torch.manual_seed(0)
     module = train(make_cnn(softmax=False, channels_last=False), onnx_inputs(photos), photos)
     torch.onnx.export(module, (torch.zeros(1, 3, SIZE, SIZE),), str(path), input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                      dynamo=False)
+                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     return path
 
 
