@@ -38,9 +38,9 @@ _OPCODE_DEPRECATED_BUILTIN, _OPCODE_BUILTIN = 0, 3
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 _METADATA_NAME, _METADATA_BUFFER = 0, 1
 # metadata_schema.fbs field indices (a union takes two slots: its type, then its value)
-_MD_NAME, _MD_DESCRIPTION, _MD_VERSION, _MD_SUBGRAPHS, _MD_AUTHOR, _MD_LICENSE, _MD_FILES = 0, 1, 2, 3, 4, 5, 6
-_SG_INPUTS, _SG_OUTPUTS, _SG_FILES, _SG_INPUT_UNITS, _SG_OUTPUT_UNITS = 2, 3, 4, 5, 6
-_TM_NAME, _TM_CONTENT, _TM_UNITS, _TM_FILES = 0, 3, 4, 6
+_MD_NAME, _MD_DESCRIPTION, _MD_SUBGRAPHS = 0, 1, 3
+_SG_INPUTS, _SG_OUTPUTS, _SG_INPUT_UNITS, _SG_OUTPUT_UNITS = 2, 3, 5, 6
+_TM_CONTENT, _TM_UNITS, _TM_FILES = 3, 4, 6
 _CONTENT_TYPE, _CONTENT_PROPERTIES = 0, 1
 _IMAGE_COLOR_SPACE, _IMAGE_DEFAULT_SIZE = 0, 1
 _UNIT_TYPE, _UNIT_OPTIONS = 0, 1
@@ -199,8 +199,6 @@ class StandardMetadata:
 
     name: str = ""
     description: str = ""
-    author: str = ""
-    license: str = ""
     mean: Tuple[float, ...] = ()
     std: Tuple[float, ...] = ()
     color_space: str = "UNKNOWN"
@@ -238,8 +236,7 @@ def read_standard_metadata(data: FlatBuffer) -> Optional[StandardMetadata]:
         units = outputs[0].tables(_TM_UNITS) + graph.tables(_SG_OUTPUT_UNITS)
         calibration = any(u.scalar(_UNIT_TYPE, "<B") == UNIT_SCORE_CALIBRATION for u in units) or any(
             f.scalar(_FILE_TYPE, "<b") == FILE_SCORE_CALIBRATION for f in files)
-    return StandardMetadata(name=root.string(_MD_NAME), description=root.string(_MD_DESCRIPTION),
-                            author=root.string(_MD_AUTHOR), license=root.string(_MD_LICENSE), mean=mean, std=std,
+    return StandardMetadata(name=root.string(_MD_NAME), description=root.string(_MD_DESCRIPTION), mean=mean, std=std,
                             color_space=color_space, default_size=size, labels_file=labels,
                             score_calibration=calibration)
 

@@ -156,7 +156,7 @@ def test_an_ambiguous_layout_names_the_flag(tmp_path, labels):
     (["LABELS", "-o", "EXISTING"], "exists: pass --overwrite"),
     (["LABELS", "--mean", "a,b", "-o", "OUT"], "--mean 'a,b': expected numbers"),
     (["LABELS", "--input-size", "0x4", "-o", "OUT"], "--input-size '0x4'"),
-    (["--labels", "missing.txt", "-o", "OUT"], "--labels missing.txt: file not found"),
+    (["--labels", "missing.txt", "-o", "OUT"], "--labels missing.txt: labels file not found"),
     (["LABELS", "--layout", "nchwc", "-o", "OUT"], "'nchwc' is not one of"),
 ])
 def test_usage_errors_are_one_line_exit_2(tmp_path, labels, args, expected):

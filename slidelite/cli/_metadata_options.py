@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Tuple, TypeVar
 import click
 
 from ..errors import UsageError
-from ..metadata import INTERPOLATIONS, LAYOUTS, OUTPUT_KINDS, RESIZE_MODES, read_labels_file
+from ..metadata import INTERPOLATIONS, LAYOUTS, OUTPUT_KINDS, RESIZE_MODES, LabelsFileError, load_labels_file
 from ..metadata_fields import MetadataFields
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,13 +90,6 @@ def _labels(path: Optional[Path]) -> Optional[Tuple[str, ...]]:
     if path is None:
         return None
     try:
-        labels = read_labels_file(str(path))
-    except FileNotFoundError:
-        raise UsageError(f"--labels {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--labels {path}: cannot read it ({exc}); give a UTF-8 text file, one label per line") from None
-    empty = [i + 1 for i, label in enumerate(labels) if not label]
-    if not labels or empty:
-        raise UsageError(f"--labels {path}: " + (f"line {empty[0]} is empty; every class needs a label" if empty
-                                                  else "the file has no labels"))
-    return tuple(labels)
+        return tuple(load_labels_file(str(path)))
+    except LabelsFileError as exc:
+        raise UsageError(f"--labels {path}: {exc}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import click
 
