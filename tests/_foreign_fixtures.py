@@ -1,10 +1,11 @@
 """Model files made elsewhere, for the tests of files without slidelite metadata: a tiny CNN trained on the spot to
 tell the six bundled scikit-image photos apart (labels: the photo names), exported with the standard tools only:
 
-* ``torch.onnx.export`` (NCHW, ImageNet mean/std outside the graph), no metadata;
+* ``torch.onnx.export`` (NCHW, logits), no metadata;
 * litert-torch (NHWC, ``(pixel - 127.5) / 127.5`` outside the graph, softmax at the end), fp32, and full-integer
-  uint8 (uint8 input and output) with TFLite's post-training quantizer; then tflite-support's
-  ``ImageClassifierWriter`` (in ``.venv-tflite``) adds the standard TFLite Metadata, as Model Maker does.
+  uint8 (uint8 input and output) with TFLite's post-training quantizer; then tflite-support's image classifier
+  ``MetadataWriter`` (in ``.venv-tflite``) adds the standard TFLite Metadata, as Model Maker does (optionally with
+  score calibration).
 """
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from tests._tflite_fixtures import run_in_tflite_venv
 
 PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle", "camera")
 SIZE = 48
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TFLITE_MEAN, TFLITE_STD = 127.5, 127.5  # NormalizationOptions on 0..255 pixels
 
 WRITER_SCRIPT = r"""
 import sys
-from tflite_support.metadata_writers import image_classifier, writer_utils
-model, out, labels, mean, std = sys.argv[1:6]
+from tflite_support import metadata_schema_py_generated as fb
+from tflite_support.metadata_writers import image_classifier, metadata_info, writer_utils
+model, out, labels, mean, std, *calibration = sys.argv[1:]
+score_calibration = metadata_info.ScoreCalibrationMd(fb.ScoreTransformationType.IDENTITY, 0.0, calibration[0]) \
+    if calibration else None
 writer = image_classifier.MetadataWriter.create_for_inference(
-    writer_utils.load_file(model), [float(mean)], [float(std)], [labels])
+    writer_utils.load_file(model), [float(mean)], [float(std)], [labels], score_calibration)
 writer_utils.save_file(writer.populate(), out)
 """
 
@@ -42,8 +45,9 @@ def squashed(photo: Path, size: int = SIZE) -> np.ndarray:
     return np.asarray(Image.open(photo).convert("RGB").resize((size, size), Image.BILINEAR))
 
 
-def make_cnn(softmax: bool, channels_last: bool):
-    """A small CNN classifier over the six photo classes (input normalized outside the graph)."""
+def make_cnn():
+    """A small CNN classifier over the six photo classes; NHWC input normalized outside the graph, softmax at the
+    end (``channels_last`` and ``softmax`` are attributes: the ONNX export takes NCHW and gives logits)."""
     import torch
     from torch import nn
 
@@ -53,10 +57,10 @@ def make_cnn(softmax: bool, channels_last: bool):
             self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
                                       nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU())
             self.head = nn.Linear(32, len(PHOTO_NAMES))
-            self.softmax = softmax
+            self.softmax, self.channels_last = True, True
 
         def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-            if channels_last:
+            if self.channels_last:
                 x = x.permute(0, 3, 1, 2)
             logits = self.head(self.body(x).mean((2, 3)))
             return torch.softmax(logits, -1) if self.softmax else logits
@@ -81,8 +85,16 @@ def train(module, inputs: np.ndarray, photos: Sequence[Path], steps: int = 300):
 
 
 def tflite_inputs(photos: Sequence[Path]) -> np.ndarray:
-    """NHWC float inputs of the TFLite model: ``(pixel - 127.5) / 127.5`` of the squashed photos."""
+    """NHWC float inputs of the model: ``(pixel - 127.5) / 127.5`` of the squashed photos."""
     return np.stack([(squashed(p).astype(np.float32) - TFLITE_MEAN) / TFLITE_STD for p in photos])
+
+
+def trained_cnn(photos: Sequence[Path]):
+    """:func:`make_cnn` (torch seed 0) trained on ``photos``."""
+    import torch
+
+    torch.manual_seed(0)
+    return train(make_cnn(), tflite_inputs(photos), photos)
 
 
 def write_labels(path: Path) -> Path:
@@ -91,17 +103,15 @@ def write_labels(path: Path) -> Path:
     return path
 
 
-def make_tflite_files(folder: Path, photos: Sequence[Path]) -> Dict[str, Path]:
-    """``{fp32, uint8}`` plain .tflite files and ``{fp32_md, uint8_md}`` with the standard ImageClassifier metadata."""
+def make_tflite_files(folder: Path, module, photos: Sequence[Path]) -> Dict[str, Path]:
+    """``{fp32, uint8}`` plain .tflite files of ``module`` and ``{fp32_md, uint8_md}`` with the standard
+    ImageClassifier metadata (labels: ``folder/labels.txt``)."""
     import litert_torch
     import torch
 
-    torch.manual_seed(0)
-    inputs = tflite_inputs(photos)
-    module = train(make_cnn(softmax=True, channels_last=True), inputs, photos)
     files = {"fp32": folder / "fp32.tflite", "uint8": folder / "uint8.tflite"}
     litert_torch.convert(module, (torch.zeros(1, SIZE, SIZE, 3),)).export(str(files["fp32"]))
-    files["uint8"].write_bytes(uint8_quantized(files["fp32"].read_bytes(), inputs))
+    files["uint8"].write_bytes(uint8_quantized(files["fp32"].read_bytes(), tflite_inputs(photos)))
     labels = write_labels(folder / "labels.txt")
     for name in ("fp32", "uint8"):
         files[f"{name}_md"] = folder / f"{name}_md.tflite"
@@ -124,20 +134,17 @@ def uint8_quantized(model: bytes, calibration: np.ndarray) -> bytes:
                                           False, False))
 
 
-def onnx_inputs(photos: Sequence[Path]) -> np.ndarray:
-    """NCHW float inputs of the ONNX model: ImageNet-normalized squashed photos."""
-    pixels = np.stack([squashed(p) for p in photos]).astype(np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).astype(np.float32)
-
-
-def make_plain_onnx(path: Path, photos: Sequence[Path]) -> Path:
-    """A plain ``torch.onnx.export`` of the trained CNN (NCHW, logits, dynamic batch), no metadata at all."""
+def make_plain_onnx(path: Path, module) -> Path:
+    """A plain ``torch.onnx.export`` of ``module`` taking NCHW and giving logits (dynamic batch), no metadata."""
     import torch
 
-    torch.manual_seed(0)
-    module = train(make_cnn(softmax=False, channels_last=False), onnx_inputs(photos), photos)
-    torch.onnx.export(module, (torch.zeros(1, 3, SIZE, SIZE),), str(path), input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    module.softmax, module.channels_last = False, False
+    try:
+        torch.onnx.export(module, (torch.zeros(1, 3, SIZE, SIZE),), str(path), input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                          dynamo=False)
+    finally:
+        module.softmax, module.channels_last = True, True
     return path
 
 

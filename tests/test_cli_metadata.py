@@ -66,6 +66,17 @@ def test_classify_flags_give_the_same_result_as_the_embedded_file(tmp_path, labe
     assert json.loads(by_flags.stdout)["categories"] == json.loads(embedded.stdout)["categories"]
 
 
+def test_the_api_takes_the_same_fields(tmp_path):
+    from slidelite.metadata_fields import MetadataFields
+
+    bare = make_fixture_onnx(tmp_path / "bare.onnx", embed=False)
+    reference = make_fixture_onnx(tmp_path / "reference.onnx")
+    fields = MetadataFields(labels=LABELS, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with Classifier.from_file(bare, metadata_fields=fields) as ours, Classifier.from_file(reference) as theirs:
+        assert ours.metadata.labels == LABELS
+        assert ours.classify(SAMPLE).categories == theirs.classify(SAMPLE).categories
+
+
 def test_flags_replace_fields_of_a_file_with_metadata(tmp_path, labels):
     model = make_fixture_onnx(tmp_path / "m.onnx")
     other = tmp_path / "other.txt"
@@ -176,3 +187,11 @@ def test_not_a_model_is_one_line(tmp_path, labels):
     run = run_cli(["metadata", "embed", text, "--labels", labels, "--in-place"])
     assert run.exit_code == 1 and run.error_lines == [f"error: {text}: not an ONNX or TFLite model file"]
     assert text.read_text(encoding="utf-8") == "not a model"
+
+
+def test_the_group_lists_embed_and_refuses_an_unknown_sub_command_in_one_line():
+    shown = run_cli(["metadata"])
+    assert shown.exit_code == 0 and "embed" in shown.stdout
+    unknown = run_cli(["metadata", "bogus"])
+    assert unknown.exit_code == 2 and unknown.error_lines == [
+        "error: No such command 'bogus'; see `main metadata --help`"]  # CliRunner names the program 'main'

@@ -20,7 +20,8 @@ from slidelite.signature import GraphSignature, TensorInfo
 from slidelite.tflite_metadata import StandardMetadata, standard_layer
 from tests._cli_fixtures import run_cli
 from tests._foreign_fixtures import (PHOTO_NAMES, SIZE, TFLITE_MEAN, TFLITE_STD, WRITER_SCRIPT, label_of,
-                                     make_plain_onnx, make_tflite_files, photo_paths, squashed, write_labels)
+                                     make_plain_onnx, make_tflite_files, photo_paths, squashed, trained_cnn,
+                                     write_labels)
 from tests._tflite_fixtures import mediapipe_top1, run_in_tflite_venv
 
 TFLITE_FLAGS = ["--mean", "0.5", "--std", "0.5", "--resize-mode", "squash", "--crop-pct", "1", "--interpolation",
@@ -29,10 +30,13 @@ TFLITE_FLAGS = ["--mean", "0.5", "--std", "0.5", "--resize-mode", "squash", "--c
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """The photos, the labels file and the TFLite files made by litert-torch, TFLite's quantizer and tflite-support."""
+    """The photos, the labels file, and the files of one trained CNN made by litert-torch, TFLite's quantizer,
+    tflite-support's metadata writer and torch.onnx.export."""
     folder = tmp_path_factory.mktemp("foreign")
     photos = photo_paths(folder / "photos")
-    files = make_tflite_files(folder, photos)
+    module = trained_cnn(photos)
+    files = make_tflite_files(folder, module, photos)
+    files["onnx"] = make_plain_onnx(folder / "plain.onnx", module)
     embedded = folder / "fp32_md_embedded.tflite"
     shutil.copyfile(files["fp32_md"], embedded)
     run = run_cli(["metadata", "embed", embedded, "--in-place", "--crop-pct", "1"])
@@ -115,18 +119,48 @@ def test_a_plain_tflite_is_refused_in_one_line_then_classifies_with_flags(made):
 @pytest.mark.slow
 @pytest.mark.convert
 def test_a_plain_torch_onnx_export_classifies_after_embedding(made, tmp_path):
-    folder, photos, _ = made
-    bare = make_plain_onnx(tmp_path / "plain.onnx", photos)
+    folder, photos, files = made
+    bare = files["onnx"]
     assert open_model_file(bare).metadata is None
     out = tmp_path / "embedded.onnx"
-    run = run_cli(["metadata", "embed", bare, "--labels", folder / "labels.txt", "--mean", "0.485,0.456,0.406",
-                   "--std", "0.229,0.224,0.225", "--resize-mode", "squash", "--crop-pct", "1", "--interpolation",
-                   "bilinear", "--layout", "nchw", "-o", out])
+    run = run_cli(["metadata", "embed", bare, "--labels", folder / "labels.txt", *TFLITE_FLAGS, "-o", out])
     assert run.exit_code == 0, run.stderr
+    assert "layout: model input shape" in run.stdout and "output_kind: the graph does not end in a softmax" in run.stdout
     assert open_model_file(bare).metadata is None, "the original is untouched"
     classified = run_cli(["classify", "--model", out, "-k", "1", *photos])
     assert classified.exit_code == 0, classified.stderr
     assert [line.split()[1] for line in classified.stdout.splitlines()] == [label_of(p) for p in photos]
+
+
+@pytest.mark.slow
+@pytest.mark.convert
+def test_a_plain_tflite_classifies_after_embedding(made, tmp_path):
+    folder, photos, files = made
+    out = tmp_path / "embedded.tflite"
+    run = run_cli(["metadata", "embed", files["fp32"], "--labels", folder / "labels.txt", *TFLITE_FLAGS, "-o", out])
+    assert run.exit_code == 0, run.stderr
+    assert "output_kind: the graph ends in a softmax" in run.stdout and "layout: model input shape" in run.stdout
+    model_file = open_model_file(out)
+    assert model_file.metadata_origin == "slidelite metadata" and model_file.metadata.output.kind == "probabilities"
+    assert {str(p): c.label for p, c in top1(out, photos).items()} == {str(p): label_of(p) for p in photos}
+
+
+@pytest.mark.slow
+@pytest.mark.convert
+def test_score_calibration_is_reported_as_not_applied(made, tmp_path):
+    folder, photos, files = made
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("".join("1.0,1.0,0.0\n" for _ in PHOTO_NAMES), encoding="utf-8")
+    out = tmp_path / "calibrated.tflite"
+    proc = run_in_tflite_venv(["-c", WRITER_SCRIPT, files["fp32"], out, folder / "labels.txt", TFLITE_MEAN, TFLITE_STD,
+                               calibration])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model_file = open_model_file(out)
+    assert model_file.metadata is not None, model_file.metadata_error
+    assert model_file.metadata_sources["score_calibration"] == "in the TFLite Metadata, not applied: scores are the " \
+                                                               "model's own"
+    info = run_cli(["info", out])
+    assert "score_calibration: in the TFLite Metadata, not applied" in info.stdout
 
 
 def _without_archive(model: Path, out: Path) -> Path:

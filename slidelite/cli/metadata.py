@@ -10,27 +10,37 @@ Exit codes: 0 written, 1 the model or a field is refused (nothing written), 2 us
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import click
 
 from ..errors import UsageError
 from ..metadata_fields import source_lines
 from ..model_file import open_model_file, resolve_file_metadata
-from ._common import Command, error_boundary
+from ._common import Command, OneLineUsageError, error_boundary
 from ._metadata_options import metadata_field_options, metadata_fields
 
 
 class Group(Command, click.Group):
-    """A click group whose usage errors are one line, like every slidelite command."""
+    """A click group whose usage errors (unknown sub-command included) are one line, like every slidelite command."""
+
+    def resolve_command(self, ctx: click.Context, args: List[str]) -> Tuple[Optional[str], Optional[click.Command], List[str]]:
+        """Find the sub-command as click does; an unknown one is a :class:`OneLineUsageError`."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx or ctx) from None
 
 
-@click.group("metadata", cls=Group)
-def command() -> None:
+@click.group("metadata", cls=Group, invoke_without_command=True, no_args_is_help=False)
+@click.pass_context
+def command(ctx: click.Context) -> None:
     """Embed slidelite metadata into model files made elsewhere."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
-@command.command("embed", cls=Command)
+@command.command("embed", cls=Command, short_help="Embed metadata fields into an .onnx or .tflite file.")
 @click.argument("model", type=click.Path(path_type=Path), metavar="MODEL")
 @metadata_field_options
 @click.option("--name", default=None, help="Model name in the metadata (default: the file's, else its stem).")
