@@ -4,6 +4,7 @@ are, and MediaPipe's ImageClassifier agrees on every photo's top-1; a plain ``to
 ``slidelite metadata embed``; broken or partial standard metadata gives one line."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from slidelite import Classifier
-from slidelite.errors import MetadataError
+from slidelite.errors import MetadataError, ModelError
 from slidelite.metadata_fields import MEDIAPIPE_DEFAULTS, resolve_metadata
 from slidelite.model_file import STANDARD_TFLITE_ORIGIN, open_model_file
 from slidelite.preprocess import prepare_input
@@ -102,6 +103,9 @@ def test_info_says_where_each_field_came_from(made):
     for expected in ("labels: TFLite Metadata labels file 'labels.txt'", "mean/std: uint8 input: raw pixels",
                      "crop_pct: default (as MediaPipe's ImageClassifier", "output_kind: the graph ends in a softmax"):
         assert any(line.startswith("field source:") and expected in line for line in lines), expected
+    report = json.loads(run_cli(["info", "--json", made[2]["uint8_md"]]).stdout)
+    assert report["metadata_origin"] == STANDARD_TFLITE_ORIGIN
+    assert report["metadata_sources"]["labels"] == "TFLite Metadata labels file 'labels.txt'"
 
 
 @pytest.mark.slow
@@ -209,6 +213,29 @@ def test_broken_standard_metadata_is_one_line(made, tmp_path, damage, expected):
     fixed = run_cli(["classify", "--model", broken, "--labels", labels, *TFLITE_FLAGS, "-k", "1", *photos[:3]])
     assert fixed.exit_code == 0, fixed.stderr
     assert [line.split()[1] for line in fixed.stdout.splitlines()] == [label_of(p) for p in photos[:3]]
+
+
+@pytest.mark.slow
+@pytest.mark.convert
+def test_every_corrupted_byte_of_the_standard_metadata_is_handled(made, tmp_path):
+    """Each byte of the TFLITE_METADATA flatbuffer set to 0xFF in turn: the file opens or is refused in one line."""
+    data = made[2]["fp32_md"].read_bytes()
+    start = data.index(b"M001") - 4
+    outcomes = set()
+    for pos in range(start, start + 600):
+        broken = tmp_path / f"b{pos}.tflite"
+        broken.write_bytes(data[:pos] + b"\xff" + data[pos + 1:])
+        try:
+            model_file = open_model_file(broken)
+        except ModelError as exc:
+            outcomes.add("refused")
+            assert "\n" not in str(exc)
+            continue
+        finally:
+            broken.unlink()
+        outcomes.add("read" if model_file.metadata is not None else "no metadata")
+        assert model_file.metadata is not None or "\n" not in model_file.metadata_error
+    assert "no metadata" in outcomes  # some corruption is caught, not every byte is harmless
 
 
 def test_float_input_without_normalization_options_names_the_flags():
