@@ -146,7 +146,7 @@ def resolve_metadata(signature: GraphSignature, layers: Sequence[Layer], source:
         "preprocess": {"color_mode": color, "resize_mode": resolver.pick("resize_mode"),
                        "crop_pct": resolver.pick("crop_pct"), "interpolation": resolver.pick("interpolation"),
                        "mean": list(mean), "std": list(std)},
-        "output": {"name": out.name, "kind": kind, **_output_quantization(out)},
+        "output": {"name": out.name, "kind": kind, **_output_quantization(out, base, source)},
     })
     description = resolver.pick("description")
     if description:
@@ -211,10 +211,17 @@ def _raw_pixels(dtype: str, scale: float, zero_point: int, resolver: _Resolver) 
     return ((zero_point - offset) / 255.0,), (1.0 / (255.0 * scale),)
 
 
-def _output_quantization(out: TensorInfo) -> Dict[str, Any]:
-    if out.dtype == "float32" or not out.scale:
+def _output_quantization(out: TensorInfo, base: Optional[ModelMetadata], source: str) -> Dict[str, Any]:
+    """The integer output's quantization: the tensor's, else the existing document's; float outputs need none."""
+    if out.dtype == "float32":
         return {}
-    return {"quantization": {"scale": out.scale, "zero_point": out.zero_point or 0}}
+    if out.scale:
+        return {"quantization": {"scale": out.scale, "zero_point": out.zero_point or 0}}
+    if base is not None and base.output.quantization is not None:
+        return {"quantization": {"scale": base.output.quantization.scale,
+                                 "zero_point": base.output.quantization.zero_point}}
+    raise MetadataError(f"{source}: the {out.dtype} output '{out.name}' has no quantization parameters in the file, so "
+                        "its scores cannot be read; write a full metadata document as in docs/model-format.md")
 
 
 def _precision(inp: TensorInfo) -> str:

@@ -88,6 +88,24 @@ def test_flags_replace_fields_of_a_file_with_metadata(tmp_path, labels):
         assert clf.metadata.preprocess.crop_pct == 0.875  # the file itself is unchanged
 
 
+def test_flags_keep_the_quantization_of_a_file_with_integer_input_and_output(tmp_path):
+    model = make_fixture_onnx(tmp_path / "m.onnx", dtype="uint8", output_dtype="uint8")
+    with Classifier.from_file(model, max_results=0) as plain:
+        expected = [(c.label, c.score) for c in plain.classify(SAMPLE).categories]
+        quantization = (plain.metadata.input.quantization, plain.metadata.output.quantization)
+    assert run_cli(["metadata", "embed", model, "--crop-pct", "0.875", "--in-place"]).exit_code == 0
+    with Classifier.from_file(model, max_results=0) as again:
+        assert (again.metadata.input.quantization, again.metadata.output.quantization) == quantization
+        assert [(c.label, c.score) for c in again.classify(SAMPLE).categories] == expected
+
+
+def test_an_integer_output_without_quantization_is_one_line(tmp_path, labels):
+    bare = make_fixture_onnx(tmp_path / "bare.onnx", embed=False, output_dtype="uint8")
+    run = run_cli(["metadata", "embed", bare, "--labels", labels, *IMAGENET, "-o", tmp_path / "out.onnx"])
+    assert run.exit_code == 1 and len(run.error_lines) == 1
+    assert "the uint8 output 'scores' has no quantization parameters in the file" in run.stderr
+
+
 def test_in_place_replaces_the_document_and_keeps_other_properties(tmp_path, labels):
     import onnx
 
