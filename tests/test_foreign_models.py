@@ -46,6 +46,13 @@ def made(tmp_path_factory):
     return folder, photos, files
 
 
+def assert_cli_classifies(model: Path, photos, *flags) -> None:
+    """``slidelite classify --model MODEL FLAGS -k 1 PHOTOS`` names each photo's class."""
+    run = run_cli(["classify", "--model", model, *flags, "-k", "1", *photos])
+    assert run.exit_code == 0, run.stderr
+    assert [line.split()[1] for line in run.stdout.splitlines()] == [label_of(p) for p in photos]
+
+
 def top1(model: Path, photos, **options) -> dict:
     with Classifier.from_file(model, max_results=1, **options) as clf:
         return {str(p): clf.classify(p).categories[0] for p in photos}
@@ -114,10 +121,7 @@ def test_a_plain_tflite_is_refused_in_one_line_then_classifies_with_flags(made):
     folder, photos, files = made
     refused = run_cli(["classify", "--model", files["fp32"], photos[0]])
     assert refused.exit_code == 1 and len(refused.error_lines) == 1 and "has no slidelite metadata" in refused.stderr
-    run = run_cli(["classify", "--model", files["fp32"], "--labels", folder / "labels.txt", *TFLITE_FLAGS, "-k", "1",
-                   *photos])
-    assert run.exit_code == 0, run.stderr
-    assert [line.split()[1] for line in run.stdout.splitlines()] == [label_of(p) for p in photos]
+    assert_cli_classifies(files["fp32"], photos, "--labels", folder / "labels.txt", *TFLITE_FLAGS)
 
 
 @pytest.mark.slow
@@ -131,9 +135,7 @@ def test_a_plain_torch_onnx_export_classifies_after_embedding(made, tmp_path):
     assert run.exit_code == 0, run.stderr
     assert "layout: model input shape" in run.stdout and "output_kind: the graph does not end in a softmax" in run.stdout
     assert open_model_file(bare).metadata is None, "the original is untouched"
-    classified = run_cli(["classify", "--model", out, "-k", "1", *photos])
-    assert classified.exit_code == 0, classified.stderr
-    assert [line.split()[1] for line in classified.stdout.splitlines()] == [label_of(p) for p in photos]
+    assert_cli_classifies(out, photos)
 
 
 @pytest.mark.slow
@@ -210,9 +212,7 @@ def test_broken_standard_metadata_is_one_line(made, tmp_path, damage, expected):
     info = run_cli(["info", broken])
     assert info.exit_code == 0 and expected in info.stderr and re.search(r"^metadata:\s+none", info.stdout, re.M)
     labels = write_labels(tmp_path / "labels.txt")
-    fixed = run_cli(["classify", "--model", broken, "--labels", labels, *TFLITE_FLAGS, "-k", "1", *photos[:3]])
-    assert fixed.exit_code == 0, fixed.stderr
-    assert [line.split()[1] for line in fixed.stdout.splitlines()] == [label_of(p) for p in photos[:3]]
+    assert_cli_classifies(broken, photos[:3], "--labels", labels, *TFLITE_FLAGS)
 
 
 @pytest.mark.slow
