@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from slidelite.metadata import read_labels_file
+from slidelite.metadata import LabelsFileError, load_labels_file
 
 from .errors import LabelsError
 
@@ -21,18 +21,12 @@ def read_labels(path: Path) -> List[str]:
     """Read a labels file (one label per line), refusing empty labels.
 
     Raises:
-        LabelsError: the file is missing, unreadable or has an empty line.
+        LabelsError: the file is missing, unreadable, empty or has an empty line.
     """
     try:
-        labels = read_labels_file(str(path))
-    except FileNotFoundError:
-        raise LabelsError(f"{path}: labels file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelsError(f"{path}: cannot read the labels file ({exc}); give a UTF-8 text file, one label per line") from None
-    empty = [i + 1 for i, label in enumerate(labels) if not label]
-    if empty:
-        raise LabelsError(f"{path}: line {empty[0]} is empty; every class needs a label")
-    return labels
+        return load_labels_file(str(path))
+    except LabelsFileError as exc:
+        raise LabelsError(f"{path}: {exc}") from None
 
 
 def resolve_labels(labels_path: Optional[Path], num_classes: int, label_set: str = "") -> Tuple[str, ...]:

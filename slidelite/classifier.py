@@ -56,12 +56,13 @@ class Classifier:
             UsageError: an invalid option (unknown backend, threads <= 0, allow- and deny-list together,
                 unknown labels in them, ...).
             ModelError: the model is missing, not a model, truncated, or cannot be loaded.
-            MetadataError: no slidelite metadata, or metadata that disagrees with the model.
+            MetadataError: no usable metadata (slidelite's, the standard TFLite Metadata, or
+                ``options.metadata_fields``), or metadata that disagrees with the model.
             BackendUnavailableError: no installed engine can run the model.
         """
         _validate(options)
         model_file = open_model_file(_resolve_model(options))
-        metadata = read_metadata(model_file)
+        metadata = read_metadata(model_file, options.metadata_fields)
         backend = create_backend(model_file, options.backend, options.threads)
         try:
             check_signature(metadata, backend, model_file.name)

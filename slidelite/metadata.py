@@ -313,10 +313,39 @@ def _finite_number(value: Any) -> bool:
         return False
 
 
+class LabelsFileError(ValueError):
+    """A labels file cannot be used; the message says why (without the path)."""
+
+
+def load_labels_file(path: str) -> List[str]:
+    """Read a labels file, refusing a missing or unreadable file, a file with no labels and empty lines.
+
+    Raises:
+        LabelsFileError: one line saying what is wrong (the caller names the file).
+    """
+    try:
+        labels = read_labels_file(path)
+    except FileNotFoundError:
+        raise LabelsFileError("labels file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelsFileError(f"cannot read the labels file ({exc}); give a UTF-8 text file, one label per line") from None
+    empty = [i + 1 for i, label in enumerate(labels) if not label]
+    if empty:
+        raise LabelsFileError(f"line {empty[0]} is empty; every class needs a label")
+    if not labels:
+        raise LabelsFileError("the labels file is empty; give one label per line")
+    return labels
+
+
 def read_labels_file(path: str) -> List[str]:
     """Read a labels file: one label per line, blank trailing lines ignored."""
     with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+        return labels_from_text(handle.read())
+
+
+def labels_from_text(text: str) -> List[str]:
+    """The labels of a labels file's text: one per line (stripped), blank trailing lines ignored."""
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]

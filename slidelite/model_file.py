@@ -5,7 +5,8 @@ Only the standard library is used (plus the backend afterwards, for :func:`check
 * TFLite files are flatbuffers with the identifier ``TFL3`` at bytes 4..8. A truncated file is detected
   by walking the root table and the ``buffers`` vector (every weight buffer must lie inside the file).
   The metadata is the associated file ``slidelite_metadata.json`` in the ZIP archive that the TFLite
-  Metadata populator appends to the flatbuffer.
+  Metadata populator appends to the flatbuffer; a file made elsewhere without it is read through its standard
+  TFLite Metadata (labels file, NormalizationOptions, ImageProperties; :mod:`slidelite.tflite_metadata`).
 * ONNX files are protobuf ``ModelProto`` messages with no magic number: the top level is walked
   (``ir_version`` and ``graph`` must be present, every length must fit in the file) and the metadata is
   the ``metadata_props`` entry ``slidelite.metadata``.
@@ -17,20 +18,27 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._paths import PERMISSION_DENIED, file_problem
 from .backends._onnx_reader import ProtobufError, model_metadata_props
 from .errors import MetadataError, ModelError
-from .metadata import MAX_DOCUMENT_BYTES, ONNX_METADATA_KEY, TFLITE_METADATA_FILE, ModelMetadata, parse_metadata
+from .metadata import (MAX_DOCUMENT_BYTES, ONNX_METADATA_KEY, TFLITE_METADATA_FILE, ModelMetadata, labels_from_text,
+                       parse_metadata)
+from .metadata_fields import MEDIAPIPE_DEFAULTS, TIMM_DEFAULTS, MetadataFields, metadata_layer, resolve_metadata
+from .signature import GraphSignature, read_signature, shape_text
+from .tflite_metadata import FlatbufferError, read_standard_metadata, read_tflite_graph, standard_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend
 
 FORMATS = ("onnx", "tflite")
+SLIDELITE_ORIGIN = "slidelite metadata"
+STANDARD_TFLITE_ORIGIN = "standard TFLite Metadata"
+MAX_LABELS_FILE_BYTES = 16 * 1024 * 1024
 TFLITE_IDENTIFIER = b"TFL3"
 _TFLITE_MODEL_SUBGRAPHS, _TFLITE_MODEL_BUFFERS = 2, 4  # Model field indices
 _TFLITE_BUFFER_DATA, _TFLITE_BUFFER_OFFSET, _TFLITE_BUFFER_SIZE = 0, 1, 2
@@ -44,8 +52,11 @@ class ModelFile:
         path: the file.
         format: ``'onnx'`` or ``'tflite'``.
         size: the file size in bytes.
-        metadata: the parsed slidelite metadata, or None when it is missing or invalid.
+        metadata: the parsed slidelite metadata (or the standard TFLite Metadata mapped onto it), or None when
+            it is missing or invalid.
         metadata_error: why ``metadata`` is None (one line), else None.
+        metadata_origin: where ``metadata`` came from: ``SLIDELITE_ORIGIN`` or ``STANDARD_TFLITE_ORIGIN``.
+        metadata_sources: for metadata mapped from elsewhere, ``{field: where its value came from}``.
     """
 
     path: Path
@@ -53,6 +64,8 @@ class ModelFile:
     size: int
     metadata: Optional[ModelMetadata]
     metadata_error: Optional[str] = None
+    metadata_origin: str = ""
+    metadata_sources: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def sha256(self) -> str:
@@ -89,20 +102,52 @@ def open_model_file(path: Union[str, "os.PathLike[str]"]) -> ModelFile:
     except OSError as exc:
         raise ModelError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
     if fmt == "tflite":
-        document = _tflite_document(path)
+        document = _tflite_member(path, TFLITE_METADATA_FILE)
+        if document is None:
+            standard = _standard_tflite_metadata(path, name)
+            if standard is not None:
+                metadata, error, sources = standard
+                return ModelFile(path=path, format=fmt, size=size, metadata=metadata, metadata_error=error,
+                                 metadata_origin=STANDARD_TFLITE_ORIGIN, metadata_sources=sources)
     metadata, error = _parse(document, name)
-    return ModelFile(path=path, format=fmt, size=size, metadata=metadata, metadata_error=error)
+    return ModelFile(path=path, format=fmt, size=size, metadata=metadata, metadata_error=error,
+                     metadata_origin=SLIDELITE_ORIGIN if metadata is not None else "")
 
 
-def read_metadata(model_file: ModelFile) -> ModelMetadata:
-    """The slidelite metadata of ``model_file``.
+def read_metadata(model_file: ModelFile, fields: Optional[MetadataFields] = None) -> ModelMetadata:
+    """The slidelite metadata of ``model_file``, with the user's ``fields`` (if any) replacing or supplying fields.
 
     Raises:
-        MetadataError: the file has no slidelite metadata, or the document is invalid.
+        MetadataError: the file has no usable metadata, or the fields leave one out that nothing determines.
     """
-    if model_file.metadata is None:
-        raise MetadataError(model_file.metadata_error or f"{model_file.name} has no slidelite metadata")
-    return model_file.metadata
+    return resolve_file_metadata(model_file, fields or MetadataFields())[0]
+
+
+def resolve_file_metadata(model_file: ModelFile, fields: MetadataFields,
+                          always: bool = False) -> Tuple[ModelMetadata, Dict[str, str]]:
+    """The metadata of ``model_file`` with ``fields`` applied, and ``{field: where it came from}``.
+
+    Each field comes from the flags, else the file's own metadata (when valid), else the graph (input shape, dtype,
+    a final softmax), else timm's defaults for resize and crop; the result is checked against the graph. With no
+    field given the file's own metadata is used as it is, unless ``always`` (then a missing field is named).
+
+    Raises:
+        MetadataError: the file has no usable metadata, or the fields leave one out that nothing determines.
+        ModelError: the graph cannot be read.
+    """
+    own = model_file.metadata
+    if not fields.given and (own is not None or not always):
+        if own is None:
+            raise MetadataError(model_file.metadata_error or f"{model_file.name} has no slidelite metadata")
+        return own, dict(model_file.metadata_sources)
+    layers = [fields.layer()]
+    if own is not None:
+        layers.append(metadata_layer(own, model_file.metadata_sources, model_file.metadata_origin))
+    layers.append(TIMM_DEFAULTS)
+    signature = read_signature(model_file.path, model_file.format)
+    metadata, sources = resolve_metadata(signature, layers, model_file.name, own)
+    check_file_signature(metadata, signature, model_file.name)
+    return metadata, sources
 
 
 def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> None:
@@ -111,21 +156,35 @@ def check_signature(metadata: ModelMetadata, backend: "Backend", name: str) -> N
     Raises:
         MetadataError: naming both numbers when they disagree.
     """
-    width = backend.output_shape[-1] if backend.output_shape else None
+    _check_shapes(metadata, backend.input_shape, backend.input_dtype, backend.output_shape, name)
+
+
+def check_file_signature(metadata: ModelMetadata, signature: GraphSignature, name: str) -> None:
+    """:func:`check_signature` against the signature read from the file (no inference engine needed).
+
+    Raises:
+        MetadataError: naming both numbers when they disagree.
+    """
+    _check_shapes(metadata, signature.input.shape, signature.input.dtype, signature.output.shape, name)
+
+
+def _check_shapes(metadata: ModelMetadata, input_shape: Sequence[Optional[int]], input_dtype: str,
+                  output_shape: Sequence[Optional[int]], name: str) -> None:
+    width = output_shape[-1] if output_shape else None
     if width is not None and width != metadata.num_classes:
         raise MetadataError(
             f"{name}: metadata has {metadata.num_classes} labels but the model output has {width} classes"
         )
     inp, channels = metadata.input, metadata.preprocess.channels
     expected = (channels, inp.height, inp.width) if not inp.channels_last else (inp.height, inp.width, channels)
-    actual = tuple(backend.input_shape[1:])
+    actual = tuple(input_shape[1:])
     if len(actual) != 3 or any(a is not None and a != e for a, e in zip(actual, expected)):
         raise MetadataError(
             f"{name}: metadata input {inp.layout} {list(expected)} does not match the model input shape "
-            f"{_shape_text(backend.input_shape)}"
+            f"{shape_text(input_shape)}"
         )
-    if backend.input_dtype != inp.dtype:
-        raise MetadataError(f"{name}: metadata input dtype {inp.dtype} does not match the model's {backend.input_dtype}")
+    if input_dtype != inp.dtype:
+        raise MetadataError(f"{name}: metadata input dtype {inp.dtype} does not match the model's {input_dtype}")
 
 
 def tflite_subgraph_count(path: Union[str, "os.PathLike[str]"]) -> int:
@@ -142,10 +201,6 @@ def tflite_subgraph_count(path: Union[str, "os.PathLike[str]"]) -> int:
         raise ModelError(f"{path}: truncated TFLite model file; download or convert it again") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
-
-
-def _shape_text(shape: Tuple[Optional[int], ...]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _inspect(data: mmap.mmap, name: str) -> Tuple[str, Optional[str]]:
@@ -212,21 +267,53 @@ def _table_u64(data: mmap.mmap, table: int, index: int) -> int:
     return struct.unpack_from("<Q", data, pos)[0] if pos is not None else 0
 
 
-def _tflite_document(path: Path) -> Optional[bytes]:
-    """The slidelite metadata document from the ZIP archive appended to a TFLite file, or None."""
+def _tflite_member(path: Path, member_name: str, limit: int = MAX_DOCUMENT_BYTES) -> Optional[bytes]:
+    """An associated file from the ZIP archive appended to a TFLite file (at most ``limit + 1`` bytes), or None."""
     try:
         with zipfile.ZipFile(path) as archive:
-            with archive.open(TFLITE_METADATA_FILE) as member:
-                return member.read(MAX_DOCUMENT_BYTES + 1)  # parse_metadata reports an oversized document
+            with archive.open(member_name) as member:
+                return member.read(limit + 1)  # the caller reports an oversized member
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error, NotImplementedError):
         return None
+
+
+def _standard_tflite_metadata(path: Path, name: str) -> Optional[Tuple[Optional[ModelMetadata], Optional[str], Dict[str, str]]]:
+    """The standard TFLite Metadata mapped onto slidelite's: ``(metadata, error, sources)``; None when there is none."""
+    advice = "pass the fields as flags (see `slidelite classify --help`) or embed them with `slidelite metadata embed`"
+    try:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            standard = read_standard_metadata(data)
+            if standard is None:
+                return None
+            signature = read_tflite_graph(data)
+    except (FlatbufferError, OSError) as exc:
+        return None, f"{name}: its standard TFLite Metadata is damaged ({exc}); {advice}", {}
+    labels = None
+    if standard.labels_file:
+        raw = _tflite_member(path, standard.labels_file, MAX_LABELS_FILE_BYTES)
+        if raw is None or len(raw) > MAX_LABELS_FILE_BYTES:
+            return None, (f"{name}: the labels file '{standard.labels_file}' that its TFLite Metadata names is not in "
+                          f"the model's associated files (or is over {MAX_LABELS_FILE_BYTES} bytes); {advice}"), {}
+        try:
+            labels = tuple(labels_from_text(raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            return None, f"{name}: the labels file '{standard.labels_file}' in its TFLite Metadata is not UTF-8 text", {}
+    layers = [standard_layer(standard, labels, signature.input.dtype), MEDIAPIPE_DEFAULTS]
+    try:
+        metadata, sources = resolve_metadata(signature, layers, name)
+        check_file_signature(metadata, signature, name)
+    except MetadataError as exc:
+        return None, f"{exc} (the file's standard TFLite Metadata does not say)", {}
+    if standard.score_calibration:
+        sources["score_calibration"] = "in the TFLite Metadata, not applied: scores are the model's own"
+    return metadata, None, sources
 
 
 def _parse(document: Optional[Union[str, bytes]], name: str) -> Tuple[Optional[ModelMetadata], Optional[str]]:
     if document is None:
         return None, (
-            f"{name} has no slidelite metadata: convert it with `slidelite convert`, or embed a metadata "
-            "document as described in docs/model-format.md"
+            f"{name} has no slidelite metadata: pass --labels, --mean, --std (see `slidelite classify --help`), "
+            "embed them with `slidelite metadata embed`, or convert the model with `slidelite convert`"
         )
     try:
         return parse_metadata(document, source=name), None

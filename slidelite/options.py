@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .metadata_fields import MetadataFields
 
 BACKENDS = ("auto", "onnxruntime", "litert", "tflite", "numpy")
 
@@ -22,6 +25,8 @@ class ClassifierOptions:
         category_denylist: drop these labels.
         max_image_pixels: refuse images with more pixels (None: Pillow's decompression-bomb guard).
         verify_checksum: verify the sha256 of shipped models on load.
+        metadata_fields: metadata fields that replace or supply the model's own (labels, input size, mean/std,
+            crop, layout, ...), for a model file made elsewhere; None: the file's metadata as it is.
     """
 
     model: Optional[str] = None
@@ -33,3 +38,4 @@ class ClassifierOptions:
     category_denylist: Sequence[str] = field(default_factory=tuple)
     max_image_pixels: Optional[int] = None
     verify_checksum: bool = True
+    metadata_fields: Optional["MetadataFields"] = None

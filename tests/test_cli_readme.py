@@ -40,6 +40,9 @@ def test_cli_examples_use_real_commands_and_options() -> None:
         name = words[1]
         assert name in COMMANDS, line
         command = main.get_command(click.Context(main), name)
+        if isinstance(command, click.Group):  # e.g. `slidelite metadata embed`: check the sub-command's options
+            command = command.get_command(click.Context(command), words[2])
+            assert command is not None, line
         known = {opt for param in command.params for opt in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])}
         known |= {"--help", "-h"}
         for word in words[2:]:

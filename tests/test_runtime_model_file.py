@@ -106,7 +106,7 @@ def test_unusable_paths(tmp_path, make, words):
 def test_onnx_without_metadata(tmp_path):
     model = open_model_file(make_fixture_onnx(tmp_path / "bare.onnx", embed=False))
     assert model.metadata is None
-    with pytest.raises(MetadataError, match="bare.onnx has no slidelite metadata: convert it with `slidelite convert`"):
+    with pytest.raises(MetadataError, match="bare.onnx has no slidelite metadata: pass --labels, --mean, --std .* `slidelite metadata embed`"):
         read_metadata(model)
 
 

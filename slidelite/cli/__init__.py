@@ -18,6 +18,7 @@ COMMANDS: Dict[str, tuple] = {
     "classify": ("classify", "Classify images (files, directories, globs)."),
     "info": ("info", "Show a model file's metadata, signature, size, sha256 and backend."),
     "models": ("models", "List the models shipped in the wheel and the zoo architectures."),
+    "metadata": ("metadata", "Embed labels, input size, mean/std into a model made elsewhere."),
     "convert": ("convert", "Convert a PyTorch classifier to ONNX/TFLite (needs slidelite[convert])."),
     "bench": ("bench", "Benchmark model latency (init, first run, percentiles, RSS)."),
     "camera": ("camera", "Classify a live camera/video/image-folder stream."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -20,6 +20,7 @@ from ..results import ClassificationResult
 from ._common import (Command, EXIT_INPUT_FAILED, EXIT_OK, backend_option, echo_json, error_boundary, model_option,
                       print_error, threads_option)
 from ._inputs import InputItem, InputProblem, iter_inputs
+from ._metadata_options import metadata_field_options, metadata_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..classifier import Classifier
@@ -80,10 +81,11 @@ class CsvWriter:
               help="Refuse images with more than N pixels. Default: Pillow's decompression-bomb limit.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per image.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: header, then one row per image and category.")
+@metadata_field_options
 @error_boundary
 def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold: float, allow: Sequence[str],
             deny: Sequence[str], backend: str, threads: Optional[int], max_pixels: Optional[int], as_json: bool,
-            as_csv: bool) -> int:
+            as_csv: bool, **fields: Any) -> int:
     """Classify images: files, folders (searched recursively) and glob patterns.
 
     \b
@@ -91,6 +93,11 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
       slidelite classify photo.jpg
       slidelite classify --json photos/ 'more/**/*.png'
       slidelite classify --model my_model.onnx --top-k 3 --deny "tabby, tabby cat" cat.jpg
+      slidelite classify --model foreign.onnx --labels labels.txt --mean 0.485,0.456,0.406 \
+          --std 0.229,0.224,0.225 cat.jpg
+
+    The metadata flags (--labels ... --output-kind) replace or supply fields of the model's metadata, for a
+    model file made elsewhere; `slidelite metadata embed` writes them into the file once.
     """
     if as_json and as_csv:
         raise UsageError("--json and --csv cannot be used together: choose one output format")
@@ -98,7 +105,8 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
 
     options = ClassifierOptions(model=model, backend=backend, threads=threads, max_results=top_k,
                                 score_threshold=threshold, category_allowlist=tuple(allow),
-                                category_denylist=tuple(deny), max_image_pixels=max_pixels)
+                                category_denylist=tuple(deny), max_image_pixels=max_pixels,
+                                metadata_fields=metadata_fields(**fields))
     writer: Writer = JsonWriter() if as_json else CsvWriter() if as_csv else HumanWriter()
     with Classifier.create_from_options(options) as classifier:
         failed = classify_all(classifier, iter_inputs(paths), writer)

@@ -7,42 +7,17 @@ what to install. Exit codes: 0 written, 1 conversion refused (nothing written), 
 from __future__ import annotations
 
 import importlib.util
-
-import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import click
 
 from ..errors import SlideliteError, UsageError
 from ..metadata import COLOR_MODES, INTERPOLATIONS
 from ._common import error_boundary, print_warning
+from ._metadata_options import parse_floats, parse_size
 
 EXTRAS_MESSAGE = 'slidelite convert needs the converter extras: pip install "slidelite[convert]"'
-
-
-def _floats(value: Optional[str], option: str) -> Optional[Tuple[float, ...]]:
-    """Parse ``0.5,0.5,0.5`` (commas or spaces)."""
-    if value is None:
-        return None
-    try:
-        numbers = tuple(float(v) for v in re.split(r"[,\s]+", value.strip()) if v)
-    except ValueError:
-        raise UsageError(f"{option} '{value}': expected numbers separated by commas, e.g. 0.485,0.456,0.406") from None
-    if not numbers:
-        raise UsageError(f"{option} '{value}': expected at least one number")
-    return numbers
-
-
-def _size(value: Optional[str], img_size: Optional[int]) -> Optional[Tuple[int, int]]:
-    """``--input-size HxW`` (or one number) / ``--img-size N`` -> (H, W)."""
-    if value is None:
-        return (img_size, img_size) if img_size else None
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+))?\s*", value)
-    if not match or int(match.group(1)) < 1:
-        raise UsageError(f"--input-size '{value}': expected HxW such as 224x224, or one number")
-    height = int(match.group(1))
-    return (height, int(match.group(2) or height))
 
 
 def _require_extras() -> None:
@@ -98,7 +73,8 @@ def command(model: Optional[str], checkpoint: Optional[Path], labels: Optional[P
     """Convert a PyTorch image classifier to a model file with embedded metadata, verified against torch."""
     if model is None and checkpoint is None:
         raise UsageError("give --model (a zoo name or module:attr) and/or --checkpoint")
-    overrides = dict(input_size=_size(input_size, img_size), mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+    overrides = dict(input_size=parse_size(input_size, img_size), mean=parse_floats(mean, "--mean"),
+                     std=parse_floats(std, "--std"),
                      crop_pct=crop_pct, interpolation=interpolation, color_mode=color_mode)
     _require_extras()
     from slidelite.convert import ConversionJob, PreprocessOverrides, convert

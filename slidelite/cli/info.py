@@ -18,6 +18,7 @@ import click
 from .. import backends, models
 from ..errors import BackendUnavailableError, MetadataError, ModelError
 from ..metadata import ModelMetadata
+from ..metadata_fields import source_lines
 from ..model_file import ModelFile, check_signature, open_model_file
 from ._common import Command, backend_option, echo_json, error_boundary, human_size, json_option, print_warning
 
@@ -66,6 +67,8 @@ def inspect(model_file: ModelFile, backend_name: str = "auto") -> Dict[str, Any]
         "backends_installed": backends.available_backends(model_file.format),
         "backend": None, "signature": None,
         "metadata": model_file.metadata.to_dict() if model_file.metadata else None,
+        "metadata_origin": model_file.metadata_origin or None,
+        "metadata_sources": dict(model_file.metadata_sources),
         "problems": problems,
     }
     if model_file.metadata_error:
@@ -106,7 +109,10 @@ def _print_report(report: Dict[str, Any], metadata: Optional[ModelMetadata]) -> 
         inp = signature["input"]
         lines.append(("input", f"{inp['name']} {_shape(inp['shape'])} {inp['dtype']}"))
         lines.append(("output", _shape(signature["output"]["shape"])))
-    lines += _metadata_lines(metadata) if metadata else [("metadata", "none (see the warning below)")]
+    lines += _metadata_lines(metadata, report["metadata_origin"]) if metadata else [
+        ("metadata", "none (see the warning below)")]
+    lines += [("field source", f"{key}: {where}") for key, where in source_lines(report["metadata_sources"], "")
+              if report["metadata_sources"]]
     width = max(len(key) for key, _ in lines)
     for key, value in lines:
         click.echo(f"{key + ':':<{width + 1}} {value}")
@@ -119,7 +125,7 @@ def _backend_text(report: Dict[str, Any]) -> str:
     return f"{running} (installed for {report['format']}: {installed})"
 
 
-def _metadata_lines(metadata: ModelMetadata) -> List[tuple]:
+def _metadata_lines(metadata: ModelMetadata, origin: str) -> List[tuple]:
     labels = metadata.labels
     shown = ", ".join(labels[:LABELS_SHOWN]) + (", ..." if len(labels) > LABELS_SHOWN else "")
     inp, pre, out, prov = metadata.input, metadata.preprocess, metadata.output, metadata.provenance
@@ -129,7 +135,7 @@ def _metadata_lines(metadata: ModelMetadata) -> List[tuple]:
     metrics = ", ".join(f"{k}={v}" for k, v in metadata.metrics.items()) or "-"
     return [
         ("name", metadata.name + (f" ({metadata.description})" if metadata.description else "")),
-        ("metadata", f"schema version {metadata.schema_version}, precision {metadata.precision}"),
+        ("metadata", f"{origin}, schema version {metadata.schema_version}, precision {metadata.precision}"),
         ("labels", f"{metadata.num_classes}: {shown}"),
         ("input spec", f"'{inp.name}' {inp.layout} {inp.height}x{inp.width} {inp.dtype}{quant}"),
         ("preprocess", f"{pre.color_mode}, resize {pre.resize_mode}, crop_pct {pre.crop_pct:g}, {pre.interpolation}, "
