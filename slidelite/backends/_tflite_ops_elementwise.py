@@ -185,13 +185,33 @@ def reduce(ctx: OpContext) -> Kernel:
         out_q, dtype, _ = _output_params(ctx)
         if ctx.op.op in ("REDUCE_MAX", "REDUCE_MIN"):
             return lambda x, *_: _requantize(function(x, axis=axes, keepdims=keep), in_q, out_q, dtype)
+        if ctx.op.op == "REDUCE_PROD":
+            raise OpError("quantized REDUCE_PROD is not supported")
+        count = int(np.prod([ctx.tensor(0).shape[a] for a in axes], dtype=np.int64))
+        multiplier, shift = _mean_or_sum_multiplier(float(in_q.scale[0]) / float(out_q.scale[0]), count,
+                                                    ctx.op.op == "MEAN")
+        z_in, z_out = int(in_q.zero_point[0]), int(out_q.zero_point[0])
+        low, high = integer_range(dtype)
 
         def run_int(x: np.ndarray, *_: object) -> np.ndarray:
-            return quantize(function(dequantize(x, in_q).astype(np.float64), axis=axes, keepdims=keep), out_q, dtype)
+            total = x.astype(np.int64).sum(axis=axes, keepdims=keep) - z_in * count
+            return np.clip(multiply_by_quantized_multiplier(total, multiplier, shift) + z_out, low, high).astype(dtype)
 
         return run_int
     ctx.require_dtypes((FLOAT,))
     return lambda x, *_: np.asarray(function(x, axis=axes, keepdims=keep), dtype=np.float32)
+
+
+def _mean_or_sum_multiplier(real: float, count: int, mean: bool):
+    """TFLite's QuantizedMeanOrSum rescaling: ``scale_in / scale_out`` as a fixed-point multiplier; for a mean,
+    ``1 / count`` folded into it (the multiplier shifted left by up to ``floor(log2(count))`` bits, clamped to 32
+    and to ``31 + shift``, then divided by ``count`` with truncation)."""
+    multiplier, shift = quantize_multiplier(np.array([real]))
+    if mean and count > 0:
+        bits = min(count.bit_length() - 1, 32, 31 + int(shift[0]))
+        multiplier = (multiplier << bits) // count
+        shift = shift - bits
+    return multiplier, shift
 
 
 @register("SOFTMAX", "LOG_SOFTMAX")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._tflite_kernel_base import FLOAT, Kernel, OpContext, OpError, normalize_axis, register
 from ._tflite_ops_elementwise import rescale_if_needed
-from ._tflite_quant import apply_float_activation
+from ._tflite_quant import apply_float_activation, integer_range, round_half_away
 
 
 def _ints(values: np.ndarray) -> List[int]:
@@ -89,7 +89,7 @@ def concatenation(ctx: OpContext) -> Kernel:
     rank = len(ctx.out.shape)
     axis = normalize_axis(int(ctx.option("axis", 0)), rank)
     activation = int(ctx.option("activation", 0))
-    rescales = [rescale_if_needed(ctx, i) for i in range(len(ctx.inputs))]
+    rescales = [_concat_rescale(ctx, i) for i in range(len(ctx.inputs))]
     if ctx.dtype(0) == FLOAT:
         return lambda *xs: apply_float_activation(np.concatenate(xs, axis=axis), activation)
 
@@ -97,6 +97,19 @@ def concatenation(ctx: OpContext) -> Kernel:
         return np.concatenate([x if r is None else r(x) for x, r in zip(xs, rescales)], axis=axis)
 
     return run
+
+
+def _concat_rescale(ctx: OpContext, index: int) -> Optional[Kernel]:
+    """TFLite's ConcatenationWithScaling: ``round(x * s + b) + zp_out`` in float32 with ``s = scale_in / scale_out``
+    and ``b = -zp_in * s`` (None when the parameters are equal)."""
+    if rescale_if_needed(ctx, index) is None:
+        return None
+    in_q, out_q, dtype = ctx.quant(ctx.tensor(index)), ctx.quant(ctx.out), ctx.out_dtype()
+    scale = np.float32(in_q.scale[0]) * (np.float32(1) / np.float32(out_q.scale[0]))
+    bias = np.float32(-in_q.zero_point[0]) * scale
+    low, high = integer_range(dtype)
+    zero = int(out_q.zero_point[0])
+    return lambda x: np.clip(round_half_away(x.astype(np.float32) * scale + bias) + zero, low, high).astype(dtype)
 
 
 @register("SLICE")
