@@ -14,7 +14,6 @@ reads a tensor before writing it, and hostile flatbuffers (offsets out of range,
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Dict, List
 
@@ -30,7 +29,8 @@ from slidelite.model_file import open_model_file
 from slidelite.preprocess import prepare_input
 from tests._cli_fixtures import run_cli, skimage_photo
 from tests._tflite_op_cases import CASES, case_ids, case_input, write_case
-from tests.corpus.tflite_model import OpSpec, TensorSpec, make_tflite_classifier, write_tflite
+from tests.corpus.tflite_model import (DAMAGES, OpSpec, TensorSpec, cyclic_classifier, damage_tflite,
+                                       make_tflite_classifier, unsupported_op_classifier, write_tflite)
 
 pytest.importorskip("ai_edge_litert")
 
@@ -157,7 +157,6 @@ def converted(tmp_path_factory) -> Dict[str, Path]:
     """A MobileNet-like CNN converted by slidelite's converter: fp32, full-int8 (uint8 pixels in, float logits
     out), dynamic-int8; plus Slide-Swin full-int8 quantized by the converter's recipe from the shipped fp32 file."""
     from slidelite.convert import PreprocessOverrides
-    from slidelite.convert.calibration import load_calibration
     from slidelite.convert.samples import write_sample_photos
     from slidelite.convert.tflite_quantize import full_integer_int8
     from tests._tflite_cnn import INPUT_SIZE, make_mobilenet_like
@@ -226,9 +225,8 @@ def _chain(tmp_path: Path, name: str, ops: List[OpSpec], tensors: List[TensorSpe
 
 
 def test_an_unsupported_op_is_refused_at_load_naming_it(tmp_path: Path) -> None:
-    tensors = [TensorSpec("x", [1, 4]), TensorSpec("axis", [], "int32", np.array(1, np.int32)), TensorSpec("y", [1, 4])]
-    path = _chain(tmp_path, "cumsum.tflite", [OpSpec("CUMSUM", [0, 1], [2])], tensors, 2)
-    with pytest.raises(ModelError, match="uses TFLite op CUMSUM .operator 0., which the numpy backend does not implement"):
+    path = unsupported_op_classifier(tmp_path / "cumsum.tflite")
+    with pytest.raises(ModelError, match="uses TFLite op CUMSUM .operator 1., which the numpy backend does not implement"):
         create_backend(open_model_file(path), "numpy")
 
 
@@ -246,41 +244,38 @@ def test_hybrid_convolution_and_int16_activations_are_refused(tmp_path: Path) ->
 
 
 def test_reading_a_tensor_before_it_is_written_is_refused(tmp_path: Path) -> None:
-    tensors = [TensorSpec("x", [1, 4]), TensorSpec("a", [1, 4]), TensorSpec("b", [1, 4])]
-    ops = [OpSpec("ADD", [0, 2], [1], "AddOptions"), OpSpec("RELU", [1], [2])]  # a cycle: a needs b needs a
-    with pytest.raises(ModelError, match="reads tensor 'b' before anything writes it"):
-        create_backend(open_model_file(_chain(tmp_path, "cycle.tflite", ops, tensors, 2)), "numpy")
+    with pytest.raises(ModelError, match="reads tensor 'mean' before anything writes it"):
+        create_backend(open_model_file(cyclic_classifier(tmp_path / "cycle.tflite")), "numpy")
 
 
-def _field_position(data: bytes, *path: int) -> int:
-    """Absolute position of the uoffset of a field reached from the root table (table fields, then vectors'
-    first elements)."""
-    table = Buffer(data).root()
-    for number in path[:-1]:
-        table = table.tables(number)[0]
-    return table.field(path[-1])
-
-
-def test_hostile_flatbuffers_raise_one_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_hostile_flatbuffers_raise_one_error(tmp_path: Path, kind: str) -> None:
     data = make_tflite_classifier(tmp_path / "good.tflite").read_bytes()
     assert parse_tflite(data).subgraphs[0].operators[1].op == "FULLY_CONNECTED"
-    subgraphs = _field_position(data, 2)  # Model.subgraphs
-    for patch, message in (((subgraphs, 0x7FFF0000), "outside the"),  # offset far past the end
-                           ((subgraphs, 0xFFFFFFF0), "outside the")):
-        bad = bytearray(data)
-        struct.pack_into("<I", bad, *patch)
-        with pytest.raises(FlatbufferError, match=message):
-            parse_tflite(bytes(bad))
-    tensors = _field_position(data, 2, 0)  # SubGraph.tensors of subgraph 0
-    bad = bytearray(data)
-    vector = tensors + struct.unpack_from("<I", data, tensors)[0]
-    struct.pack_into("<I", bad, vector, 0x3FFFFFFF)  # a billion tensors declared
-    with pytest.raises(FlatbufferError, match="outside the"):
-        parse_tflite(bytes(bad))
+    bad = damage_tflite(data, kind)
+    with pytest.raises(FlatbufferError, match=DAMAGES[kind]):
+        parse_tflite(bad)
     path = tmp_path / "hostile.tflite"
-    path.write_bytes(bytes(bad))
+    path.write_bytes(bad)
     with pytest.raises(ModelError, match="broken TFLite model file"):
         create_backend(open_model_file(path), "numpy")
+
+
+def test_aliased_vectors_exhaust_the_decoding_budget() -> None:
+    """Many tables may legally share one vector; decoding it again and again is charged, so a small file cannot
+    make the reader do unbounded work."""
+    buf = Buffer(make_tflite_classifier_bytes())
+    graph = buf.root().tables(2)[0]
+    with pytest.raises(FlatbufferError, match="declares more data than it holds"):
+        for _ in range(10 ** 6):
+            graph.tables(0)
+
+
+def make_tflite_classifier_bytes() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return make_tflite_classifier(Path(folder) / "m.tflite").read_bytes()
 
 
 def test_backend_facts(tmp_path: Path) -> None:

@@ -141,3 +141,48 @@ def reference_scores(tensor: np.ndarray, seed: int = 0) -> np.ndarray:
     weights = rng.normal(0, 1.0, (len(LABELS), 3))
     bias = rng.normal(0, 0.1, len(LABELS))
     return tensor.astype(np.float64).mean(axis=(1, 2)) @ weights.T + bias
+
+
+#: hostile edits of a valid TFLite file (:func:`damage_tflite`) and the reader's words for them
+DAMAGES = {"offset_past_end": "outside the", "offset_wraps": "outside the", "billion_tensors": "outside the"}
+
+
+def damage_tflite(data: bytes, kind: str) -> bytes:
+    """``data`` with one hostile edit: the Model's ``subgraphs`` offset pointing far past the end
+    (``offset_past_end``) or wrapping below the start (``offset_wraps``), or subgraph 0 declaring a billion tensors
+    (``billion_tensors``)."""
+    import struct
+
+    from slidelite.backends._flatbuffer import Buffer
+
+    root = Buffer(data).root()
+    out = bytearray(data)
+    if kind == "billion_tensors":
+        field = root.tables(2)[0].field(0)
+        struct.pack_into("<I", out, field + struct.unpack_from("<I", data, field)[0], 0x3FFFFFFF)
+    else:
+        struct.pack_into("<I", out, root.field(2), 0x7FFF0000 if kind == "offset_past_end" else 0xFFFFFFF0)
+    return bytes(out)
+
+
+def unsupported_op_classifier(path: "str | Path", size: int = 32) -> Path:
+    """The fixture classifier with a CUMSUM (which the numpy backend does not implement) before its linear layer."""
+    rng = np.random.default_rng(0)
+    tensors = [TensorSpec("pixels", [1, size, size, 3]), TensorSpec("axes", [2], "int32", np.array([1, 2])),
+               TensorSpec("mean", [1, 3]), TensorSpec("axis", [], "int32", np.array(1, np.int32)),
+               TensorSpec("cumsum", [1, 3]), TensorSpec("fc_w", [len(LABELS), 3], data=rng.normal(0, 1, (len(LABELS), 3))),
+               TensorSpec("scores", [1, len(LABELS)])]
+    ops = [OpSpec("MEAN", [0, 1], [2], "ReducerOptions"), OpSpec("CUMSUM", [2, 3], [4]),
+           OpSpec("FULLY_CONNECTED", [4, 5, -1], [6], "FullyConnectedOptions")]
+    return write_tflite(path, tensors, ops, [0], [6], tflite_metadata(size))
+
+
+def cyclic_classifier(path: "str | Path", size: int = 32) -> Path:
+    """The fixture classifier with its two operators in the wrong order: FULLY_CONNECTED reads the MEAN's output
+    before MEAN runs (what a cycle looks like in TFLite's execution order)."""
+    weights = np.random.default_rng(0).normal(0, 1, (len(LABELS), 3))
+    tensors = [TensorSpec("pixels", [1, size, size, 3]), TensorSpec("axes", [2], "int32", np.array([1, 2])),
+               TensorSpec("mean", [1, 3]), TensorSpec("fc_w", [len(LABELS), 3], data=weights),
+               TensorSpec("scores", [1, len(LABELS)])]
+    ops = [OpSpec("FULLY_CONNECTED", [2, 3, -1], [4], "FullyConnectedOptions"), OpSpec("MEAN", [0, 1], [2], "ReducerOptions")]
+    return write_tflite(path, tensors, ops, [0], [4], tflite_metadata(size))
