@@ -20,6 +20,8 @@ Factory = Callable[["OpContext"], Kernel]
 OPS: Dict[str, Factory] = {}
 
 FLOAT = np.dtype(np.float32)
+#: no kernel makes an array larger than this (elements): a hostile file cannot make the backend allocate without bound
+MAX_ELEMENTS = 1 << 27
 QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))
 
 
@@ -113,6 +115,14 @@ class OpContext:
             if self.has_input(index) and self.dtype(index) not in allowed:
                 names = "/".join(np.dtype(d).name for d in allowed)
                 raise OpError(f"input {index} is {self.tensor(index).type_name}, the numpy kernel runs {names}")
+
+
+def check_elements(shape: Sequence[int], what: str) -> Tuple[int, ...]:
+    """``shape`` as a tuple, or :class:`OpError` when an array of that shape would exceed :data:`MAX_ELEMENTS`."""
+    shape = tuple(int(d) for d in shape)
+    if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+        raise OpError(f"{what} would have shape {list(shape)}, larger than the numpy backend allows")
+    return shape
 
 
 def positive(value: int, what: str) -> int:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from ._numpy_ops import erf
-from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, axes_tuple, register
+from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, axes_tuple, check_elements, register
 from ._tflite_quant import (activation_range, apply_float_activation, dequantize, integer_range,
                             multiply_by_quantized_multiplier, quantize, quantize_multiplier)
 
@@ -97,6 +97,11 @@ def binary(ctx: OpContext) -> Kernel:
     """A broadcasting binary op with an optional fused activation."""
     name = ctx.op.op
     activation = int(ctx.option("activation", 0))
+    shapes = [ctx.tensor(i).shape for i in (0, 1)]
+    try:
+        check_elements(np.broadcast_shapes(*shapes), "the result")
+    except ValueError:
+        raise OpError(f"shapes {list(shapes[0])} and {list(shapes[1])} do not broadcast") from None
     if ctx.quantized(0):
         if not ctx.quantized(1):
             raise OpError("both inputs of a quantized op must be quantized")

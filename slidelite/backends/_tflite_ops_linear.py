@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, positive, register
+from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, check_elements, positive, register
 from ._tflite_quant import (activation_range, apply_float_activation, channel_params,
                             quantize_multiplier, requantize_output)
 
@@ -51,8 +51,14 @@ class Window(NamedTuple):
         return Geometry(out_h, out_w, top, bottom, left, right)
 
 
+#: a window op's filter may have at most this many taps (global pooling of a 224x224 map has 50176)
+MAX_TAPS = 1 << 16
+
+
 def _axis(size: int, k: int, stride: int, dilation: int, padding: int) -> Tuple[int, int, int]:
     effective = (k - 1) * dilation + 1
+    if effective > 2 * size + 64:
+        raise OpError(f"a {effective}-wide window on an input of size {size} is not supported")
     if padding == PADDING_SAME:
         out = -(-size // stride)
         total = max((out - 1) * stride + effective - size, 0)
@@ -66,6 +72,8 @@ def _axis(size: int, k: int, stride: int, dilation: int, padding: int) -> Tuple[
 
 
 def _window(ctx: OpContext, kh: int, kw: int) -> Window:
+    if kh * kw > MAX_TAPS:
+        raise OpError(f"a {kh}x{kw} window has more than {MAX_TAPS} taps")
     return Window(positive(kh, "filter height"), positive(kw, "filter width"),
                   positive(ctx.option("stride_h", 1), "stride_h"), positive(ctx.option("stride_w", 1), "stride_w"),
                   positive(ctx.option("dilation_h", 1), "dilation_h"), positive(ctx.option("dilation_w", 1), "dilation_w"),
@@ -75,6 +83,8 @@ def _window(ctx: OpContext, kh: int, kw: int) -> Window:
 def _pad(x: np.ndarray, g: Geometry, value: float) -> np.ndarray:
     if not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
         return x
+    check_elements((x.shape[0], x.shape[1] + g.pad_top + g.pad_bottom, x.shape[2] + g.pad_left + g.pad_right,
+                    x.shape[3]), "the padded input")
     return np.pad(x, ((0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right), (0, 0)), constant_values=value)
 
 
@@ -89,6 +99,7 @@ def _taps(xp: np.ndarray, win: Window, g: Geometry):
 def _im2col(xp: np.ndarray, win: Window, g: Geometry) -> np.ndarray:
     """``(n * out_h * out_w, kh * kw * c)`` patch rows of the padded input."""
     n, _, _, c = xp.shape
+    check_elements((n * g.out_h * g.out_w, win.kh * win.kw * c), "the im2col matrix")
     if win.kh == win.kw == 1:
         view = xp[:, :(g.out_h - 1) * win.sh + 1:win.sh, :(g.out_w - 1) * win.sw + 1:win.sw]
         return view.reshape(n * g.out_h * g.out_w, c)
@@ -376,6 +387,8 @@ def batch_matmul(ctx: OpContext) -> Kernel:
 @register("MAX_POOL_2D", "AVERAGE_POOL_2D")
 def pool_2d(ctx: OpContext) -> Kernel:
     """MAX_POOL_2D / AVERAGE_POOL_2D (average over the valid, unpadded cells, as TFLite); float or int8/uint8."""
+    if int(ctx.option("filter_height", 0)) * int(ctx.option("filter_width", 0)) > MAX_TAPS:
+        raise OpError(f"a pooling window has more than {MAX_TAPS} taps")
     win = Window(positive(ctx.option("filter_height", 0), "filter_height"),
                  positive(ctx.option("filter_width", 0), "filter_width"),
                  positive(ctx.option("stride_h", 0), "stride_h"), positive(ctx.option("stride_w", 0), "stride_w"),

@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ._tflite_kernel_base import FLOAT, Kernel, OpContext, OpError, normalize_axis, register
+from ._tflite_kernel_base import FLOAT, Kernel, OpContext, OpError, check_elements, normalize_axis, register
 from ._tflite_ops_elementwise import rescale_if_needed
 from ._tflite_quant import apply_float_activation, integer_range, round_half_away
 
@@ -74,6 +74,7 @@ def pad(ctx: OpContext) -> Kernel:
     if paddings.shape != (rank, 2) or np.any(paddings < 0):
         raise OpError(f"paddings of shape {list(paddings.shape)} do not fit a rank-{rank} input")
     widths = tuple((int(a), int(b)) for a, b in paddings)
+    check_elements([d + a + b for d, (a, b) in zip(ctx.tensor(0).shape, widths)], "the padded tensor")
     if ctx.has_input(2):
         value = ctx.const(2, "the pad value").reshape(-1)[0]
     elif ctx.quantized(0):
