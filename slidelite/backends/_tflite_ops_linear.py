@@ -267,16 +267,35 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
     return run
 
 
+#: depthwise convolution works on blocks of output rows of about this many elements (they stay in cache)
+DEPTHWISE_BLOCK = 1 << 15
+
+
 def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type) -> np.ndarray:
+    """Per-channel convolution: for each block of output rows, the first tap's product initializes it and every
+    other tap's product is added (two passes over a cache-sized block per tap)."""
     g = win.geometry(x.shape[1], x.shape[2])
     xp = _pad(x, g, 0)
     if multiplier > 1:
         xp = np.repeat(xp, multiplier, axis=3)
-    out = np.zeros((x.shape[0], g.out_h, g.out_w, taps.shape[-1]), dtype)
-    scratch = np.empty_like(out)
-    for i, j, view in _taps(xp, win, g):
-        np.multiply(view, taps[i, j], out=scratch)
-        out += scratch
+    n, channels = x.shape[0], taps.shape[-1]
+    out = np.empty(check_elements((n, g.out_h, g.out_w, channels), "the output"), dtype)
+    rows = max(1, DEPTHWISE_BLOCK // max(1, n * g.out_w * channels))
+    scratch = np.empty((n, min(rows, g.out_h), g.out_w, channels), dtype)
+    col_end = (g.out_w - 1) * win.sw + 1
+    for top in range(0, g.out_h, rows):
+        count = min(rows, g.out_h - top)
+        block, tmp = out[:, top:top + count], scratch[:, :count]
+        for i in range(win.kh):
+            start = top * win.sh + i * win.dh
+            band = xp[:, start:start + (count - 1) * win.sh + 1:win.sh]
+            for j in range(win.kw):
+                view = band[:, :, j * win.dw:j * win.dw + col_end:win.sw]
+                if i == 0 and j == 0:
+                    np.multiply(view, taps[0, 0], out=block)
+                else:
+                    np.multiply(view, taps[i, j], out=tmp)
+                    block += tmp
     return out
 
 
