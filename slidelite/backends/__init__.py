@@ -54,7 +54,7 @@ FORMATS: Tuple[str, ...] = ("onnx", "tflite")
 #: Where error messages send users whose platform lacks a backend wheel (per platform and Python version).
 INSTALL_DOC_HINT = "which backend installs on which platform: https://github.com/slidelite/slidelite/blob/main/docs/install.md"
 
-__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "FORMAT_TARGETS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
            "create_backend", "is_available", "physical_cores", "resolve_threads"]
 
 

@@ -105,9 +105,17 @@ class OpContext:
 
     def quant(self, tensor: Tensor) -> Quantization:
         """``tensor``'s quantization parameters; :class:`OpError` when it has none."""
-        if tensor.quantization is None:
+        q = tensor.quantization
+        if q is None:
             raise OpError(f"tensor '{tensor.name}' ({tensor.type_name}) has no quantization parameters")
-        return tensor.quantization
+        if not np.all(np.isfinite(q.scale)) or np.any(q.scale <= 0):
+            raise OpError(f"tensor '{tensor.name}' has a scale that is not a positive number")
+        dtype = tensor.dtype
+        if dtype is not None and dtype.kind in "iu" and dtype.itemsize <= 2:
+            info = np.iinfo(dtype)
+            if np.any(q.zero_point < info.min) or np.any(q.zero_point > info.max):
+                raise OpError(f"tensor '{tensor.name}' has a zero point outside the {tensor.type_name} range")
+        return q
 
     def require_dtypes(self, allowed: Sequence[np.dtype], indices: Sequence[int] = (0,)) -> None:
         """Refuse inputs whose dtype is not in ``allowed``."""
