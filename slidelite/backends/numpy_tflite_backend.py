@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model_file import ModelFile
 
 INSTALL_HINT = 'install LiteRT: pip install "slidelite[litert]"'
+#: what a kernel may raise on bad data (reported as one line naming the operator)
+KERNEL_ERRORS = (OpError, QuantError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
 
 class Step(NamedTuple):
@@ -124,28 +126,40 @@ class NumpyTFLiteBackend(Backend):
             raise ModelError(f"{self._label}: operator {op.index} ({op.op}): {exc}; {INSTALL_HINT}") from None
 
     def _results(self, op: Operator, kernel: Kernel, args: Sequence[Optional[np.ndarray]]) -> Tuple[np.ndarray, ...]:
+        """Run one kernel at load (constant folding); its results as a tuple, one per declared output."""
         try:
             result = kernel(*args)
-        except (OpError, QuantError, ValueError, TypeError, IndexError, OverflowError, MemoryError) as exc:
-            reason = "out of memory" if isinstance(exc, MemoryError) else exc
-            raise ModelError(f"{self._label}: inference failed at operator {op.index} ({op.op}): {reason}") from None
+        except KERNEL_ERRORS as exc:
+            raise self._failure(op, exc) from None
         results = result if isinstance(result, tuple) else (result,)
         if len(results) != len(op.outputs):
             raise ModelError(f"{self._label}: operator {op.index} ({op.op}) declares {len(op.outputs)} outputs, "
                              f"the kernel gives {len(results)}")
         return results
 
+    def _failure(self, op: Operator, exc: BaseException) -> ModelError:
+        reason = "out of memory" if isinstance(exc, MemoryError) else exc
+        return ModelError(f"{self._label}: inference failed at operator {op.index} ({op.op}): {reason}")
+
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Run the graph on ``tensor`` (batch first) and return the first output."""
         self._check_input(tensor)
         values: List[Optional[np.ndarray]] = [None] * self._num_slots
         values[0] = tensor
-        for step in self._steps:
-            args = [const if slot is None else values[slot] for slot, const in zip(step.inputs, step.consts)]
-            for slot, value in zip(step.outputs, self._results(step.op, step.kernel, args)):
-                values[slot] = value
-            for slot in step.frees:
-                values[slot] = None
+        step = None
+        try:
+            for step in self._steps:
+                result = step.kernel(*[const if slot is None else values[slot]
+                                       for slot, const in zip(step.inputs, step.consts)])
+                if type(result) is tuple:
+                    for slot, value in zip(step.outputs, result):
+                        values[slot] = value
+                else:
+                    values[step.outputs[0]] = result
+                for slot in step.frees:
+                    values[slot] = None
+        except KERNEL_ERRORS as exc:
+            raise self._failure(step.op, exc) from None  # type: ignore[union-attr]
         return np.asarray(values[self._output_slot])
 
     def _check_input(self, tensor: np.ndarray) -> None:
