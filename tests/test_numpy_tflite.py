@@ -104,21 +104,15 @@ def test_each_op_agrees_with_litert(tmp_path: Path, index: int) -> None:
     assert_agree(numpy_output(path, tensor), litert_output(path, tensor))
 
 
-def test_the_op_cases_cover_the_claimed_ops() -> None:
+def test_the_op_cases_cover_the_claimed_ops(tmp_path: Path) -> None:
     claimed = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD", "SUB", "MUL", "DIV", "MEAN",
                "SUM", "SOFTMAX", "RESHAPE", "SQUEEZE", "TRANSPOSE", "PAD", "CONCATENATION", "AVERAGE_POOL_2D",
                "MAX_POOL_2D", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "TANH", "GELU", "QUANTIZE", "DEQUANTIZE",
                "STRIDED_SLICE", "GATHER", "SPLIT", "RSQRT", "SQRT", "SQUARED_DIFFERENCE", "POW", "SLICE", "MAXIMUM"}
     covered = set()
     for case, _ in CASES:
-        covered.update(op.op for op in load_tflite_model(write_case(case, Path(pytest_tmp()))).subgraphs[0].operators)
+        covered.update(op.op for op in load_tflite_model(write_case(case, tmp_path)).subgraphs[0].operators)
     assert claimed <= covered, claimed - covered
-
-
-def pytest_tmp() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="tflite_cases_")
 
 
 # ------------------------------------------------------------------------------------------- shipped files
@@ -266,21 +260,14 @@ def test_hostile_flatbuffers_raise_one_error(tmp_path: Path, kind: str) -> None:
         create_backend(open_model_file(path), "numpy")
 
 
-def test_aliased_vectors_exhaust_the_decoding_budget() -> None:
+def test_aliased_vectors_exhaust_the_decoding_budget(tmp_path: Path) -> None:
     """Many tables may legally share one vector; decoding it again and again is charged, so a small file cannot
     make the reader do unbounded work."""
-    buf = Buffer(make_tflite_classifier_bytes())
+    buf = Buffer(make_tflite_classifier(tmp_path / "m.tflite").read_bytes())
     graph = buf.root().tables(2)[0]
     with pytest.raises(FlatbufferError, match="declares more data than it holds"):
         for _ in range(10 ** 6):
             graph.tables(0)
-
-
-def make_tflite_classifier_bytes() -> bytes:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        return make_tflite_classifier(Path(folder) / "m.tflite").read_bytes()
 
 
 def test_backend_facts(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ round the result once to the output scale.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ._numpy_ops import erf
 from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, axes_tuple, check_elements, register
 from ._tflite_quant import (activation_range, apply_float_activation, dequantize, integer_range,
                             multiply_by_quantized_multiplier, quantize, quantize_multiplier)
+from ._tflite_reader import Quantization
 
 _SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 
@@ -122,7 +123,8 @@ def binary(ctx: OpContext) -> Kernel:
     return run
 
 
-def _output_params(ctx: OpContext):
+def _output_params(ctx: OpContext) -> Tuple[Quantization, np.dtype, Tuple[int, int]]:
+    """The output's quantization, dtype and fused-activation clamp (int8/uint8 only)."""
     out_q = ctx.quant(ctx.out)
     dtype = ctx.out_dtype()
     if dtype not in QUANTIZED:
@@ -267,7 +269,7 @@ def quantize_op(ctx: OpContext) -> Kernel:
     return lambda x: _requantize(x, in_q, out_q, dtype)
 
 
-def _requantize(x: np.ndarray, in_q, out_q, dtype: np.dtype) -> np.ndarray:
+def _requantize(x: np.ndarray, in_q: Quantization, out_q: Quantization, dtype: np.dtype) -> np.ndarray:
     """``MultiplyByQuantizedMultiplier(x - zp_in, scale_in / scale_out) + zp_out``, clamped (identity when equal)."""
     z_in, z_out = int(in_q.zero_point[0]), int(out_q.zero_point[0])
     low, high = integer_range(dtype)
