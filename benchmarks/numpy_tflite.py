@@ -8,7 +8,8 @@ backend run one after the other in every round (the ``slidelite bench`` engine),
 background load hits both alike; the printed ratio is numpy p50 / LiteRT p50 from this one run. BLAS threads
 are limited with the environment before numpy is imported. The CPU's SIMD flags are printed beside the ratios.
 
-Writes ``benchmarks/results/numpy_tflite.json`` and the ``numpy-tflite`` section of docs/install.md.
+Writes ``benchmarks/results/numpy_tflite-tN.json`` and the ``numpy-tflite-tN`` section of docs/install.md
+(N: the thread count).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"{name}: LiteRT {row['litert_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms (p50, batch 1, "
               f"{args.threads} threads) -> numpy is {row['ratio']:.2f}x LiteRT [SIMD: {flags}]", flush=True)
 
-    _common.save_json("numpy_tflite", {"threads": args.threads, "simd_flags": flags, "rows": rows, "reports": reports})
+    _common.save_json(f"numpy_tflite-t{args.threads}", {"threads": args.threads, "simd_flags": flags, "rows": rows, "reports": reports})
     table = _common.markdown_table(rows, [
         ("model", "shipped .tflite"), ("litert_p50_ms", "LiteRT p50 ms"), ("numpy_p50_ms", "numpy p50 ms"),
         ("ratio", "numpy / LiteRT"), ("litert_init_ms", "LiteRT load ms"), ("numpy_init_ms", "numpy load ms"),
@@ -58,7 +59,7 @@ def main(argv: "list[str] | None" = None) -> int:
             f"--runs {args.runs}`.")
     print(body)
     if not args.no_docs:
-        _common.update_docs_section("numpy-tflite", body, _common.ROOT / "docs" / "install.md")
+        _common.update_docs_section(f"numpy-tflite-t{args.threads}", body, _common.ROOT / "docs" / "install.md")
     return 0
 
 
