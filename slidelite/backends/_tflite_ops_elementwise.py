@@ -5,8 +5,9 @@ Float kernels are numpy expressions on float32. Integer kernels follow TFLite: A
 with fixed-point multipliers after a 20-bit left shift and rescale the sum (reference ``add.h``), MUL rescales
 the product of the zero-point-corrected inputs; every unary int8/uint8 op is a 256-entry lookup table of
 the float function on the dequantized values, rounded to the output scale (LiteRT builds the same tables
-for LOGISTIC, TANH, GELU...); the other binary ops, MEAN/SUM and SOFTMAX compute on dequantized values and
-round the result once to the output scale.
+for LOGISTIC, TANH, GELU...); the other binary ops and SOFTMAX compute on dequantized values and round the
+result once to the output scale; MEAN/SUM rescale integer sums as TFLite's ``QuantizedMeanOrSum``. Floating-point
+warnings (overflow to inf, NaN) are silenced by the backend around the whole graph, as LiteRT computes on.
 """
 from __future__ import annotations
 
@@ -70,12 +71,7 @@ def unary(ctx: OpContext) -> Kernel:
     if ctx.quantized(0):
         return _lookup_table(ctx, function)
     ctx.require_dtypes((FLOAT,))
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            return function(x).astype(np.float32, copy=False)
-
-    return run
+    return lambda x: function(x).astype(np.float32, copy=False)
 
 
 def _lookup_table(ctx: OpContext, function: Callable[[np.ndarray], np.ndarray]) -> Kernel:
@@ -84,8 +80,7 @@ def _lookup_table(ctx: OpContext, function: Callable[[np.ndarray], np.ndarray]) 
         raise OpError(f"output must be int8/uint8 like the input, not {ctx.out.type_name}")
     low, high = integer_range(dtype)
     values = np.arange(low, high + 1).astype(dtype)
-    with np.errstate(all="ignore"):
-        table = quantize(function(dequantize(values, ctx.quant(ctx.tensor(0)))), ctx.quant(ctx.out), out_dtype)
+    table = quantize(function(dequantize(values, ctx.quant(ctx.tensor(0)))), ctx.quant(ctx.out), out_dtype)
 
     def run(x: np.ndarray) -> np.ndarray:
         return table[x.astype(np.int32) - low]
@@ -115,12 +110,9 @@ def binary(ctx: OpContext) -> Kernel:
         return _binary_via_float(ctx, BINARY[name])
     ctx.require_dtypes((FLOAT,), (0, 1))
     function = BINARY[name]
-
-    def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            return apply_float_activation(np.asarray(function(a, b), dtype=np.float32), activation)
-
-    return run
+    if activation == 0:
+        return function  # float32 in, float32 out
+    return lambda a, b: apply_float_activation(np.asarray(function(a, b), dtype=np.float32), activation)
 
 
 def _output_params(ctx: OpContext) -> Tuple[Quantization, np.dtype, Tuple[int, int]]:
@@ -172,8 +164,7 @@ def _binary_via_float(ctx: OpContext, function: Callable[[np.ndarray, np.ndarray
     out_q, dtype, (low, high) = _output_params(ctx)
 
     def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            result = function(dequantize(a, q1), dequantize(b, q2))
+        result = function(dequantize(a, q1), dequantize(b, q2))
         return np.clip(quantize(result, out_q, dtype), low, high).astype(dtype)
 
     return run

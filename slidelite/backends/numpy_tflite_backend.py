@@ -73,6 +73,10 @@ class NumpyTFLiteBackend(Backend):
 
     def _plan(self, graph: Subgraph, input_index: int, output_index: int) -> None:
         """Build the kernels in order, fold constant operators, assign slots, record where tensors die."""
+        with np.errstate(all="ignore"):  # kernels build tables and fold constants: no warning on stderr
+            self._plan_steps(graph, input_index, output_index)
+
+    def _plan_steps(self, graph: Subgraph, input_index: int, output_index: int) -> None:
         constants: Dict[int, np.ndarray] = {t.index: t.data for t in graph.tensors if t.data is not None}
         slots: Dict[int, int] = {input_index: 0}
         pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]]]] = []
@@ -148,16 +152,17 @@ class NumpyTFLiteBackend(Backend):
         values[0] = tensor
         step = None
         try:
-            for step in self._steps:
-                result = step.kernel(*[const if slot is None else values[slot]
-                                       for slot, const in zip(step.inputs, step.consts)])
-                if type(result) is tuple:
-                    for slot, value in zip(step.outputs, result):
-                        values[slot] = value
-                else:
-                    values[step.outputs[0]] = result
-                for slot in step.frees:
-                    values[slot] = None
+            with np.errstate(all="ignore"):  # inf/NaN propagate as in LiteRT, with no warning on stderr
+                for step in self._steps:
+                    result = step.kernel(*[const if slot is None else values[slot]
+                                           for slot, const in zip(step.inputs, step.consts)])
+                    if type(result) is tuple:
+                        for slot, value in zip(step.outputs, result):
+                            values[slot] = value
+                    else:
+                        values[step.outputs[0]] = result
+                    for slot in step.frees:
+                        values[slot] = None
         except KERNEL_ERRORS as exc:
             raise self._failure(step.op, exc) from None  # type: ignore[union-attr]
         return np.asarray(values[self._output_slot])
