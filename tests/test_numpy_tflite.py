@@ -277,3 +277,6 @@ def test_backend_facts(tmp_path: Path) -> None:
     assert backend.input_shape == (1, 32, 32, 3) and backend.input_dtype == "float32" and backend.output_shape == (1, 10)
     with pytest.raises(ModelError, match=r"input must be float32 \[1, 32, 32, 3\], got uint8"):
         backend.run(np.zeros((1, 32, 32, 3), np.uint8))
+    backend.close()
+    with pytest.raises(ModelError, match="closed"):
+        backend.run(np.zeros((1, 32, 32, 3), np.float32))

@@ -147,7 +147,9 @@ class NumpyTFLiteBackend(Backend):
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Run the graph on ``tensor`` (batch first) and return the first output."""
-        self._check_input(tensor)
+        if self._steps is None:
+            raise ModelError(f"{self._label}: the numpy backend is closed")
+        self.check_input(tensor)
         values: List[Optional[np.ndarray]] = [None] * self._num_slots
         values[0] = tensor
         step = None
@@ -167,17 +169,9 @@ class NumpyTFLiteBackend(Backend):
             raise self._failure(step.op, exc) from None  # type: ignore[union-attr]
         return np.asarray(values[self._output_slot])
 
-    def _check_input(self, tensor: np.ndarray) -> None:
-        expected = self.input_shape
-        if tensor.dtype != np.dtype(self.input_dtype) or tensor.ndim != len(expected) or any(
-                e is not None and e != a for e, a in zip(expected, tensor.shape)):
-            want = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
-            raise ModelError(f"{self._label}: input must be {self.input_dtype} {want}, got {tensor.dtype} "
-                             f"{list(tensor.shape)}")
-
     def close(self) -> None:
-        """Drop the plan and the weights."""
-        self._steps = []
+        """Drop the plan and its weights; :meth:`run` refuses afterwards."""
+        self._steps = None  # type: ignore[assignment]
 
 
 def _shape(tensor: Tensor) -> Shape:
