@@ -115,6 +115,46 @@ def test_the_op_cases_cover_the_claimed_ops(tmp_path: Path) -> None:
     assert claimed <= covered, claimed - covered
 
 
+NUMPY1_SCRIPT = r"""
+import json, sys
+import numpy as np
+from slidelite.backends.numpy_tflite_backend import NumpyTFLiteBackend
+from slidelite.model_file import open_model_file
+from tflite_runtime.interpreter import Interpreter
+out = {"numpy": np.__version__}
+for path in sys.argv[1:]:
+    tensor = np.load(path + ".npy")
+    ours = NumpyTFLiteBackend(open_model_file(path), 1).run(tensor)
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+    interpreter.invoke()
+    theirs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    out[path] = [ours.dtype.kind, float(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).max())]
+print(json.dumps(out))
+"""
+
+
+def test_kernels_run_on_numpy_1_and_agree_with_tflite_runtime(tmp_path: Path) -> None:
+    """Raspberry Pi OS 12 ships numpy 1.24: every op case runs on numpy 1.x (``.venv-tflite``: numpy 1.26) and agrees
+    with tflite-runtime 2.14 as with LiteRT, except the hybrid FULLY_CONNECTED, which tflite-runtime quantizes
+    symmetrically per row (its built-in kernel) where LiteRT's XNNPACK path, followed here, quantizes asymmetrically."""
+    from tests._tflite_fixtures import run_in_tflite_venv
+
+    paths = []
+    for case, _ in CASES:
+        if "hybrid" not in case.name:
+            paths.append(write_case(case, tmp_path))
+            np.save(str(paths[-1]) + ".npy", case_input(case))
+    proc = run_in_tflite_venv(["-c", NUMPY1_SCRIPT, *paths])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result.pop("numpy").startswith("1.")
+    assert len(result) == len(paths)
+    for path, (kind, apart) in result.items():
+        assert apart <= (1e-4 if kind == "f" else 1), (path, apart)
+
+
 # ------------------------------------------------------------------------------------------- shipped files
 
 
