@@ -152,9 +152,12 @@ def _unary(op: str, out_q: Tuple[float, int, int] = (0.05, -3, 125), options: Op
 
 
 def _reduce(op: str, axes: Sequence[int], keep: bool, out_shape: Sequence[int]) -> Callable:
+    """A reduction over constant axes; REDUCE_MAX/MIN keep the input's quantization (TFLite compares raw values)."""
+
     def build(dtype: str, rng: np.random.Generator):
-        tensors = [_act(dtype, "x", X_SHAPE), TensorSpec("axes", [len(axes)], "int32", np.array(axes, np.int32)),
-                   _act(dtype, "y", out_shape, 0.02 if op == "MEAN" else 0.5, (1, 127))]
+        out = _act(dtype, "y", out_shape) if op in ("REDUCE_MAX", "REDUCE_MIN") else \
+            _act(dtype, "y", out_shape, 0.02 if op == "MEAN" else 0.5, (1, 127))
+        tensors = [_act(dtype, "x", X_SHAPE), TensorSpec("axes", [len(axes)], "int32", np.array(axes, np.int32)), out]
         return tensors, [OpSpec(op, [0, 1], [2], "ReducerOptions", dict(keepDims=keep))]
 
     return build
@@ -195,6 +198,19 @@ def _split(dtype: str, rng: np.random.Generator):
     tensors = [TensorSpec("axis", [], "int32", np.array(2, np.int32)), _act(dtype, "x", X_SHAPE),
                _act(dtype, "y0", (1, 8, 4, 4)), _act(dtype, "y1", (1, 8, 4, 4))]
     return tensors, [OpSpec("SPLIT", [0, 1], [2, 3], "SplitOptions", dict(numSplits=2))]
+
+
+def _split_v(dtype: str, rng: np.random.Generator):
+    tensors = [_act(dtype, "x", X_SHAPE), TensorSpec("sizes", [2], "int32", np.array([1, -1], np.int32)),
+               TensorSpec("axis", [], "int32", np.array(-1, np.int32)), _act(dtype, "y0", (1, 8, 8, 1)),
+               _act(dtype, "y1", (1, 8, 8, 3))]
+    return tensors, [OpSpec("SPLIT_V", [0, 1, 2], [3, 4], "SplitVOptions", dict(numSplits=2))]
+
+
+def _pack(dtype: str, rng: np.random.Generator):
+    other = _const(dtype, "b", rng.normal(0, 1, X_SHAPE), 0.05, (-3, 125))
+    tensors = [_act(dtype, "x", X_SHAPE), other, _act(dtype, "y", (1, 2, 8, 8, 4))]
+    return tensors, [OpSpec("PACK", [0, 1], [2], "PackOptions", dict(valuesCount=2, axis=1))]
 
 
 def _gather(dtype: str, rng: np.random.Generator):
@@ -259,6 +275,18 @@ _add("gelu_exact", _unary("GELU", (0.03, -20, 108), "GeluOptions", dict(approxim
 _add("gelu_tanh", _unary("GELU", (0.03, -20, 108), "GeluOptions", dict(approximate=True)), SIGNED)
 _add("sqrt", _unary("SQRT", (0.01, -128, 0)), (F,), (0.01, 4.0))
 _add("rsqrt", _unary("RSQRT", (0.05, -128, 0)), SIGNED, (0.05, 4.0))
+_add("relu_n1_to_1", _unary("RELU_N1_TO_1"), SIGNED)
+_add("relu_0_to_1", _unary("RELU_0_TO_1", (0.005, -128, 0)), SIGNED)
+_add("leaky_relu", _unary("LEAKY_RELU", options="LeakyReluOptions", fields=dict(alpha=0.2)), SIGNED)
+_add("exp", _unary("EXP"), (F,), (-3.0, 2.0))
+_add("abs", _unary("ABS"), SIGNED)
+_add("neg", _unary("NEG"), (F,))
+_add("square", _unary("SQUARE"), (F,))
+_add("floor", _unary("FLOOR"), (F,))
+_add("log_softmax", _unary("LOG_SOFTMAX", (16 / 256, 127, 255)), SIGNED)
+_add("reduce_max", _reduce("REDUCE_MAX", [1, 2], True, (1, 1, 1, 4)), SIGNED)
+_add("reduce_min", _reduce("REDUCE_MIN", [-1], False, (1, 8, 8)), SIGNED)
+_add("reduce_prod", _reduce("REDUCE_PROD", [3], False, (1, 8, 8)), (F,), (0.5, 1.5))
 _add("average_pool_same", _pool("AVERAGE_POOL_2D", SAME), ALL)
 _add("average_pool_valid_relu", _pool("AVERAGE_POOL_2D", VALID, RELU), ALL)
 _add("max_pool_same", _pool("MAX_POOL_2D", SAME), ALL)
@@ -273,7 +301,11 @@ _add("strided_slice_shrink", _with_const("STRIDED_SLICE", "begin", np.array([0, 
                                          dict(shrinkAxisMask=2, endMask=5), extra=(np.array([1, 3, 8, 4]), np.array([1, 1, 1, 1]))),
      ALL)
 _add("slice", _with_const("SLICE", "begin", np.array([0, 2, 1, 0]), (1, 5, 7, 2), extra=(np.array([-1, 5, -1, 2]),)), ALL)
+_add("padv2", _with_const("PADV2", "paddings", np.array([[0, 0], [2, 0], [1, 1], [0, 0]]), (1, 10, 10, 4)), (F,))
+_add("expand_dims", _with_const("EXPAND_DIMS", "axis", np.array(1), (1, 1, 8, 8, 4)), ALL)
 _add("concatenation", _concatenation, ALL)
+_add("split_v", _split_v, SIGNED)
+_add("pack", _pack, SIGNED)
 _add("gather", _gather, ALL)
 _add("split", _split, ALL)
 _add("quantize", _quantize, ALL)
@@ -292,8 +324,8 @@ def write_case(case: Case, folder: Path, seed: int = 0) -> Path:
         tensors.append(_act(case.dtype, "z", (256,)))
         ops.append(OpSpec("SQUEEZE", [len(tensors) - 2], [len(tensors) - 1], "SqueezeOptions", dict(squeezeDims=[0, 1])))
     input_index = next(i for i, t in enumerate(tensors) if t.name == "x")
-    return write_tflite(folder / f"{case.name}-{case.dtype}.tflite", tensors, ops, [input_index], [len(tensors) - 1]
-                        if case.name != "split" else [2])
+    first_output = {"split": 2, "split_v": 3}.get(case.name, len(tensors) - 1)
+    return write_tflite(folder / f"{case.name}-{case.dtype}.tflite", tensors, ops, [input_index], [first_output])
 
 
 def case_input(case: Case, seed: int = 1) -> np.ndarray:

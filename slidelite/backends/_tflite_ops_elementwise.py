@@ -48,6 +48,9 @@ UNARY: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "FLOOR": np.floor,
 }
 
+#: unary ops TFLite runs on raw integers without rescaling (or not at all) when quantized: refused here
+FLOAT_ONLY = frozenset({"NEG", "SQUARE", "FLOOR"})
+
 #: binary ops: float function of two broadcast float32 arrays
 BINARY: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide,
@@ -69,6 +72,8 @@ def unary(ctx: OpContext) -> Kernel:
     else:
         function = UNARY[name]
     if ctx.quantized(0):
+        if name in FLOAT_ONLY:
+            raise OpError(f"quantized {name} is not supported")
         return _lookup_table(ctx, function)
     ctx.require_dtypes((FLOAT,))
     return lambda x: function(x).astype(np.float32, copy=False)
@@ -181,8 +186,8 @@ def reduce(ctx: OpContext) -> Kernel:
     if ctx.quantized(0):
         in_q = ctx.quant(ctx.tensor(0))
         out_q, dtype, _ = _output_params(ctx)
-        if ctx.op.op in ("REDUCE_MAX", "REDUCE_MIN"):
-            return lambda x, *_: _requantize(function(x, axis=axes, keepdims=keep), in_q, out_q, dtype)
+        if ctx.op.op in ("REDUCE_MAX", "REDUCE_MIN"):  # TFLite compares raw values (one scale and zero point)
+            return lambda x, *_: function(x, axis=axes, keepdims=keep)
         if ctx.op.op == "REDUCE_PROD":
             raise OpError("quantized REDUCE_PROD is not supported")
         count = int(np.prod([ctx.tensor(0).shape[a] for a in axes], dtype=np.int64))
