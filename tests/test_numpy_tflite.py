@@ -143,12 +143,13 @@ print(json.dumps(out))
 def test_kernels_run_on_numpy_1_and_agree_with_tflite_runtime(tmp_path: Path) -> None:
     """Raspberry Pi OS 12 ships numpy 1.24: every op case runs on numpy 1.x (``.venv-tflite``: numpy 1.26) and agrees
     with tflite-runtime 2.14 as with LiteRT, except the hybrid FULLY_CONNECTED, which tflite-runtime quantizes
-    symmetrically per row (its built-in kernel) where LiteRT's XNNPACK path, followed here, quantizes asymmetrically."""
+    symmetrically per row (its built-in kernel) where LiteRT's XNNPACK path, followed here, quantizes asymmetrically,
+    and int8 DIV, which tflite-runtime 2.14 does not run."""
     from tests._tflite_fixtures import run_in_tflite_venv
 
     paths = []
     for case, _ in CASES:
-        if "hybrid" not in case.name:
+        if "hybrid" not in case.name and (case.name, case.dtype) != ("div", "int8"):
             paths.append(write_case(case, tmp_path))
             np.save(str(paths[-1]) + ".npy", case_input(case))
     proc = run_in_tflite_venv(["-c", NUMPY1_SCRIPT, *paths])

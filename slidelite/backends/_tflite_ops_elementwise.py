@@ -112,6 +112,8 @@ def binary(ctx: OpContext) -> Kernel:
             return _mul_int(ctx)
         if name in ("MAXIMUM", "MINIMUM"):  # TFLite compares the raw values (one scale and zero point for all)
             return lambda a, b: BINARY[name](a, b)
+        if name == "POW":
+            raise OpError("quantized POW is not supported (TFLite has no integer POW either)")
         return _binary_via_float(ctx, BINARY[name])
     ctx.require_dtypes((FLOAT,), (0, 1))
     function = BINARY[name]
