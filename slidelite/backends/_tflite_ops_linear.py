@@ -11,7 +11,7 @@ row on the fly as LiteRT's default CPU path (XNNPACK's ``qd8`` kernels) does.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -275,6 +275,38 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
         if bias_f is not None:
             out += bias_f
         return apply_float_activation(out, activation)
+
+    return run
+
+
+def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
+    """One kernel for float DEPTHWISE_CONV_2D ops that read the same input with the same options and filter size (the
+    Slide attention's shift convolutions come in nines): their filters interleaved as one depthwise convolution with
+    depth multiplier ``len(ctxs)``, each op's output a slice of it. None when the ops do not qualify."""
+    first = ctxs[0]
+    filters = [c.consts[1] if len(c.consts) > 1 else None for c in ctxs]
+    if len(ctxs) < 2 or first.dtype(0) != FLOAT or any(
+            w is None or w.dtype != FLOAT or w.shape != filters[0].shape or c.op.options != first.op.options
+            or c.op.inputs[0] != first.op.inputs[0] for c, w in zip(ctxs, filters)):
+        return None
+    _, kh, kw, channels = filters[0].shape
+    if len(first.tensor(0).shape) != 4 or first.tensor(0).shape[3] != channels:
+        return None
+    count = len(ctxs)
+    taps = np.ascontiguousarray(np.stack([w[0] for w in filters], axis=-1).reshape(kh, kw, channels * count),
+                                dtype=np.float32)  # channel c of op g at c * count + g
+    biases = [_float_bias(c, 2, channels) for c in ctxs]
+    activation = int(first.option("activation", 0))
+    win = _window(first, kh, kw)
+
+    def run(x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
+        out = _depthwise(x, taps, win, count, np.float32)
+        parts = []
+        for group, bias in enumerate(biases):
+            part = out[..., group::count]
+            parts.append(apply_float_activation(part + bias if bias is not None else np.ascontiguousarray(part),
+                                                activation))
+        return tuple(parts)
 
     return run
 

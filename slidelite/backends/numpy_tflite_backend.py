@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import ModelError
 from . import _tflite_ops_elementwise, _tflite_ops_linear, _tflite_ops_shape  # noqa: F401 - register the kernels
 from ._tflite_kernel_base import OPS, Kernel, OpContext, OpError
+from ._tflite_ops_linear import sibling_depthwise
 from ._tflite_quant import QuantError
 from ._tflite_reader import Operator, Subgraph, Tensor, load_tflite_model
 from .base import Backend, Shape
@@ -79,7 +80,7 @@ class NumpyTFLiteBackend(Backend):
     def _plan_steps(self, graph: Subgraph, input_index: int, output_index: int) -> None:
         constants: Dict[int, np.ndarray] = {t.index: t.data for t in graph.tensors if t.data is not None}
         slots: Dict[int, int] = {input_index: 0}
-        pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]]]] = []
+        pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]], Tuple[int, ...]]] = []
         for op in graph.operators:
             for index in op.inputs:
                 if index >= 0 and index not in constants and index not in slots:
@@ -96,14 +97,15 @@ class NumpyTFLiteBackend(Backend):
                     raise ModelError(f"{self._label}: operator {op.index} ({op.op}) writes tensor "
                                      f"'{graph.tensors[index].name}' a second time (a broken file)")
                 slots[index] = len(slots)
-            pending.append((op, kernel, consts))
+            pending.append((op, kernel, consts, op.outputs))
+        pending = self._fuse_sibling_depthwise(graph, pending)
         if output_index not in slots:
             raise ModelError(f"{self._label}: the output '{graph.tensors[output_index].name}' does not depend on the "
                              "input")
         self._output_slot = slots[output_index]
         last_use: Dict[int, int] = {}
-        for position, (op, _, _) in enumerate(pending):
-            for index in (*op.outputs, *op.inputs):
+        for position, (op, _, _, outputs) in enumerate(pending):
+            for index in (*outputs, *op.inputs):
                 if index in slots:
                     last_use[slots[index]] = position
         dead_after: Dict[int, List[int]] = {}
@@ -113,19 +115,40 @@ class NumpyTFLiteBackend(Backend):
         self._steps = [
             Step(op, kernel, tuple(slots.get(i) if i >= 0 and consts[k] is None else None
                                    for k, i in enumerate(op.inputs)),
-                 tuple(consts), tuple(slots[i] for i in op.outputs), tuple(dead_after.get(position, ())))
-            for position, (op, kernel, consts) in enumerate(pending)
+                 tuple(consts), tuple(slots[i] for i in outputs), tuple(dead_after.get(position, ())))
+            for position, (op, kernel, consts, outputs) in enumerate(pending)
         ]
         self._num_slots = len(slots)
+
+    @staticmethod
+    def _fuse_sibling_depthwise(graph: Subgraph, pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]],
+                                                                     Tuple[int, ...]]]) -> list:
+        """Consecutive float DEPTHWISE_CONV_2D ops on the same input become one step (:func:`sibling_depthwise`)."""
+        fused: list = []
+        position = 0
+        while position < len(pending):
+            end = position + 1
+            op = pending[position][0]
+            while end < len(pending) and op.op == pending[end][0].op == "DEPTHWISE_CONV_2D" \
+                    and pending[end][0].inputs[0] == op.inputs[0]:
+                end += 1
+            group = pending[position:end]
+            contexts = [_context(graph, entry[0], entry[2]) for entry in group]
+            kernel = sibling_depthwise(contexts) if len(group) > 1 else None
+            if kernel is None:
+                fused.extend(group)
+            else:
+                fused.append((op, kernel, group[0][2], tuple(i for entry in group for i in entry[3])))
+            position = end
+        return fused
 
     def _kernel(self, graph: Subgraph, op: Operator, consts: List[Optional[np.ndarray]]) -> Kernel:
         factory = OPS.get(op.op)
         if factory is None:
             raise ModelError(f"{self._label} uses TFLite op {op.op} (operator {op.index}), which the numpy backend "
                              f"does not implement; {INSTALL_HINT}")
-        inputs: List[Optional[Tensor]] = [graph.tensors[i] if i >= 0 else None for i in op.inputs]
         try:
-            return factory(OpContext(op, inputs, [graph.tensors[i] for i in op.outputs], consts))
+            return factory(_context(graph, op, consts))
         except (OpError, QuantError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise ModelError(f"{self._label}: operator {op.index} ({op.op}): {exc}; {INSTALL_HINT}") from None
 
@@ -172,6 +195,12 @@ class NumpyTFLiteBackend(Backend):
     def close(self) -> None:
         """Drop the plan and its weights; :meth:`run` refuses afterwards."""
         self._steps = None  # type: ignore[assignment]
+
+
+def _context(graph: Subgraph, op: Operator, consts: List[Optional[np.ndarray]]) -> OpContext:
+    """What a kernel factory sees of ``op``."""
+    inputs: List[Optional[Tensor]] = [graph.tensors[i] if i >= 0 else None for i in op.inputs]
+    return OpContext(op, inputs, [graph.tensors[i] for i in op.outputs], consts)
 
 
 def _shape(tensor: Tensor) -> Shape:
