@@ -312,6 +312,18 @@ def environment_line(report: Dict[str, Any], threads: int) -> str:
             f"{device['loadavg_after'][0]:.2f} after (other jobs share these cores).")
 
 
+def simd_flags() -> str:
+    """The CPU's SIMD feature flags that matter to BLAS/XNNPACK kernels (from /proc/cpuinfo; '' elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            words = set(handle.read().split())
+    except OSError:
+        return ""
+    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+              "asimd", "asimddp", "i8mm", "sve")
+    return " ".join(flag for flag in wanted if flag in words)
+
+
 def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optional[Path]:
     """Horizontal bars of p50 with a p90 whisker per candidate; None (and a note) without matplotlib."""
     try:

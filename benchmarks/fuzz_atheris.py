@@ -4,8 +4,9 @@
     setsid nice -n 10 .venv/bin/python benchmarks/fuzz_atheris.py TARGET [libFuzzer flags, e.g. -runs=50000]
 
 TARGET is ``image`` (bytes -> ``prepare_input``; only ``SlideliteError`` may escape), ``metadata`` (bytes ->
-``parse_metadata``; only ``MetadataError``), ``onnx`` (bytes -> the protobuf reader; only ``ProtobufError``)
-or ``model`` (bytes written to a file -> ``open_model_file`` + the ONNX reader; only ``ModelError``). The
+``parse_metadata``; only ``MetadataError``), ``onnx`` (bytes -> the protobuf reader; only ``ProtobufError``),
+``tflite`` (bytes -> the flatbuffer reader; only ``FlatbufferError``) or ``model`` (bytes written to a file ->
+``open_model_file`` + the ONNX reader / the numpy backend's TFLite loader; only ``ModelError``). The
 slidelite modules are instrumented for coverage; the corpus folder (``-corpus_dir=DIR``, default a temp
 folder) starts from the real seeds of ``tests/corpus/fuzz_targets.py``. libFuzzer prints its progress
 (``cov:``, ``exec/s``) and ``Done N runs``; any other exception is reported as a crash with its input.
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 with atheris.instrument_imports(include=["slidelite"]):
     from tests.corpus import fuzz_targets as targets
 
-TARGETS = ("image", "metadata", "onnx", "model")
+TARGETS = ("image", "metadata", "onnx", "tflite", "model")
 
 
 def seeds(target: str, work: Path) -> Dict[str, bytes]:
@@ -36,7 +37,9 @@ def seeds(target: str, work: Path) -> Dict[str, bytes]:
     if target == "metadata":
         return {"document": json.dumps(targets.valid_document()).encode()}
     models = targets.seed_models(work / "seeds")
-    return models if target == "model" else {k: v for k, v in models.items() if k.startswith("onnx")}
+    if target == "model":
+        return models
+    return {k: v for k, v in models.items() if k.startswith("tflite" if target == "tflite" else "onnx")}
 
 
 def harness(target: str, work: Path) -> Callable[[bytes], None]:
@@ -52,6 +55,7 @@ def harness(target: str, work: Path) -> Callable[[bytes], None]:
         "image": lambda data: targets.image_to_tensor(data, metadata),
         "metadata": targets.metadata_text,
         "onnx": targets.onnx_buffer,
+        "tflite": targets.tflite_buffer,
         "model": model,
     }[target]
 

@@ -11,7 +11,9 @@ and TFLite classifiers, a valid metadata document); executions go round-robin ov
 * ``metadata_value``: random JSON values; ``metadata_mutated``: mutations of a valid document;
   ``metadata_text``: mutated JSON text -- only ``MetadataError``;
 * ``onnx_buffer``: mutated ONNX files through the protobuf reader -- only ``ProtobufError``;
-  ``model_file``: mutated ONNX/TFLite files through ``open_model_file`` and the ONNX reader -- only
+  ``tflite_buffer``: mutated TFLite files through the flatbuffer reader -- only ``FlatbufferError``;
+  ``model_file``: mutated ONNX/TFLite files through ``open_model_file``, the ONNX reader and the numpy
+  backend's TFLite loader (plus one run) -- only
   ``ModelError``.
 
 Printed: per target the executions, distinct inputs ("cases tried"), accepted / refused counts, failures
@@ -102,7 +104,7 @@ class Targets:
 
         def model_file(rnd: random.Random) -> Tuple[Any, Callable[[Any], bool]]:
             name = rnd.choice(sorted(self.models))
-            path = self.work / f"fuzzed.{'tflite' if name == 'tflite' else 'onnx'}"
+            path = self.work / f"fuzzed.{'tflite' if name.startswith('tflite') else 'onnx'}"
 
             def run(data: bytes) -> bool:
                 path.write_bytes(data)
@@ -120,6 +122,8 @@ class Targets:
             "metadata_text": lambda rnd: (targets.mutate(self.document_text, rnd), targets.metadata_text),
             "onnx_buffer": lambda rnd: (targets.mutate(self.models[rnd.choice(["onnx0", "onnx1", "onnx2"])], rnd),
                                         targets.onnx_buffer),
+            "tflite_buffer": lambda rnd: (targets.mutate(self.models[rnd.choice(["tflite", "tflite_q"])], rnd),
+                                          targets.tflite_buffer),
             "model_file": model_file,
         }
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._paths import PERMISSION_DENIED, file_problem
+from .backends._flatbuffer import Buffer, FlatbufferError
 from .backends._onnx_reader import ProtobufError, model_metadata_props
 from .errors import MetadataError, ModelError
 from .metadata import (MAX_DOCUMENT_BYTES, ONNX_METADATA_KEY, TFLITE_METADATA_FILE, ModelMetadata, labels_from_text,
                        parse_metadata)
 from .metadata_fields import MEDIAPIPE_DEFAULTS, TIMM_DEFAULTS, MetadataFields, metadata_layer, resolve_metadata
 from .signature import GraphSignature, read_signature, shape_text
-from .tflite_metadata import FlatbufferError, read_standard_metadata, read_tflite_graph, standard_layer
+from .tflite_metadata import read_standard_metadata, read_tflite_graph, standard_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend
@@ -195,9 +195,9 @@ def tflite_subgraph_count(path: Union[str, "os.PathLike[str]"]) -> int:
     """
     try:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            subgraphs = _table_field(data, _u32(data, 0), _TFLITE_MODEL_SUBGRAPHS)
-            return 0 if subgraphs is None else _u32(data, subgraphs + _u32(data, subgraphs))
-    except (struct.error, IndexError, ValueError):
+            subgraphs = Buffer(data).root().vector(_TFLITE_MODEL_SUBGRAPHS, 4)
+            return 0 if subgraphs is None else subgraphs[1]
+    except FlatbufferError:
         raise ModelError(f"{path}: truncated TFLite model file; download or convert it again") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
@@ -220,51 +220,14 @@ def _inspect(data: mmap.mmap, name: str) -> Tuple[str, Optional[str]]:
 def _check_tflite(data: mmap.mmap, name: str) -> None:
     """Walk the flatbuffer root table and every weight buffer; anything outside the file means truncation."""
     try:
-        model = _u32(data, 0)
-        buffers = _table_field(data, model, _TFLITE_MODEL_BUFFERS)
-        if buffers is None:
-            return
-        vector = buffers + _u32(data, buffers)
-        for i in range(_u32(data, vector)):
-            element = vector + 4 + 4 * i
-            table = element + _u32(data, element)
-            blob = _table_field(data, table, _TFLITE_BUFFER_DATA)
-            if blob is not None:
-                start = blob + _u32(data, blob)
-                _require(data, start + 4 + _u32(data, start))
-            offset = _table_u64(data, table, _TFLITE_BUFFER_OFFSET)
+        buf = Buffer(data)
+        for table in buf.root().tables(_TFLITE_MODEL_BUFFERS):
+            table.vector(_TFLITE_BUFFER_DATA, 1)
+            offset = table.scalar(_TFLITE_BUFFER_OFFSET, "<Q")
             if offset > 1:  # large models keep weights outside the flatbuffer, at an absolute file offset
-                _require(data, offset + _table_u64(data, table, _TFLITE_BUFFER_SIZE))
-    except (struct.error, IndexError, ValueError):
+                buf.check(int(offset), int(table.scalar(_TFLITE_BUFFER_SIZE, "<Q")))
+    except FlatbufferError:
         raise ModelError(f"{name}: truncated TFLite model file; download or convert it again") from None
-
-
-def _u32(data: mmap.mmap, pos: int) -> int:
-    return struct.unpack_from("<I", data, pos)[0]
-
-
-def _require(data: mmap.mmap, end: int) -> None:
-    if end > len(data):
-        raise ValueError("flatbuffer data past the end of the file")
-
-
-def _table_field(data: mmap.mmap, table: int, index: int) -> Optional[int]:
-    """Absolute position of field ``index`` of the flatbuffer table at ``table``, or None when absent."""
-    vtable = table - struct.unpack_from("<i", data, table)[0]
-    if vtable < 0:
-        raise ValueError("flatbuffer vtable before the start of the file")
-    vtable_size = struct.unpack_from("<H", data, vtable)[0]
-    slot = 4 + 2 * index
-    if slot + 2 > vtable_size:
-        return None
-    field = struct.unpack_from("<H", data, vtable + slot)[0]
-    return table + field if field else None
-
-
-def _table_u64(data: mmap.mmap, table: int, index: int) -> int:
-    """The ``ulong`` field ``index`` of a flatbuffer table (0 when absent)."""
-    pos = _table_field(data, table, index)
-    return struct.unpack_from("<Q", data, pos)[0] if pos is not None else 0
 
 
 def _tflite_member(path: Path, member_name: str, limit: int = MAX_DOCUMENT_BYTES) -> Optional[bytes]:

@@ -11,15 +11,15 @@ ZIP archive appended to the model. This module reads just what an image classifi
   ``ImageProperties`` and the output's ``TENSOR_AXIS_LABELS`` file and score calibration;
 * :func:`standard_layer`: those fields in slidelite's terms (a :mod:`slidelite.metadata_fields` layer).
 
-The flatbuffer access is a minimal bounds-checked table walker (:class:`Table`); every malformed offset raises
-:class:`FlatbufferError` (a ``ValueError``).
+The flatbuffer access is the runtime's bounds-checked table walker (:mod:`slidelite.backends._flatbuffer`); every
+malformed offset raises :class:`FlatbufferError` (a ``ValueError``).
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from .backends._flatbuffer import Buffer, FlatbufferError, Table
 from .metadata_fields import Sourced
 from .signature import GraphSignature, TensorInfo
 
@@ -56,108 +56,19 @@ FILE_AXIS_LABELS, FILE_SCORE_CALIBRATION = 2, 4
 COLOR_SPACES = {0: "UNKNOWN", 1: "RGB", 2: "GRAYSCALE"}
 
 
-class FlatbufferError(ValueError):
-    """An offset or length in the flatbuffer points outside it."""
-
-
-class Table:
-    """One flatbuffer table at ``pos`` in ``data``: typed field access by field index (absent: None)."""
-
-    def __init__(self, data: FlatBuffer, pos: int) -> None:
-        self.data, self.pos = data, pos
-        vtable = pos - self._unpack("<i", pos)
-        self._vtable_size = self._unpack("<H", vtable)
-        self._vtable = vtable
-
-    @classmethod
-    def root(cls, data: FlatBuffer, start: int = 0) -> "Table":
-        """The root table of the flatbuffer that starts at ``start``."""
-        return cls(data, start + _unpack(data, "<I", start))
-
-    def _unpack(self, fmt: str, pos: int) -> Any:
-        return _unpack(self.data, fmt, pos)
-
-    def _field(self, index: int) -> Optional[int]:
-        slot = 4 + 2 * index
-        if slot + 2 > self._vtable_size:
-            return None
-        offset = self._unpack("<H", self._vtable + slot)
-        return self.pos + offset if offset else None
-
-    def scalar(self, index: int, fmt: str, default: Any = 0) -> Any:
-        """A scalar field (``struct`` format such as ``<i``), or ``default`` when absent."""
-        pos = self._field(index)
-        return default if pos is None else self._unpack(fmt, pos)
-
-    def _target(self, index: int) -> Optional[int]:
-        pos = self._field(index)
-        return None if pos is None else pos + self._unpack("<I", pos)
-
-    def table(self, index: int) -> Optional["Table"]:
-        """A sub-table field, or None."""
-        pos = self._target(index)
-        return None if pos is None else Table(self.data, pos)
-
-    def string(self, index: int) -> str:
-        """A string field ('' when absent; invalid UTF-8 replaced)."""
-        return self.blob(index).decode("utf-8", "replace")
-
-    def blob(self, index: int) -> bytes:
-        """A ``[ubyte]`` (or string) field's bytes, copied (empty when absent)."""
-        pos = self._target(index)
-        if pos is None:
-            return b""
-        length = self._unpack("<I", pos)
-        _check_range(self.data, pos + 4, length)
-        return bytes(self.data[pos + 4:pos + 4 + length])
-
-    def scalars(self, index: int, fmt: str) -> Tuple[Any, ...]:
-        """A vector of scalars (``fmt`` is one element's ``struct`` format, e.g. ``<f``)."""
-        pos = self._target(index)
-        if pos is None:
-            return ()
-        count, size = self._unpack("<I", pos), struct.calcsize(fmt)
-        _check_range(self.data, pos + 4, count * size)
-        return struct.unpack_from(f"{fmt[0]}{count}{fmt[1:]}", self.data, pos + 4)
-
-    def tables(self, index: int) -> List["Table"]:
-        """A vector of tables (empty when absent)."""
-        pos = self._target(index)
-        if pos is None:
-            return []
-        count = self._unpack("<I", pos)
-        _check_range(self.data, pos + 4, 4 * count)
-        items = (pos + 4 + 4 * i for i in range(count))
-        return [Table(self.data, item + self._unpack("<I", item)) for item in items]
-
-
-def _unpack(data: FlatBuffer, fmt: str, pos: int) -> Any:
-    if pos < 0:
-        raise FlatbufferError("flatbuffer offset before the start of the data")
-    try:
-        return struct.unpack_from(fmt, data, pos)[0]
-    except struct.error:
-        raise FlatbufferError("flatbuffer offset past the end of the data") from None
-
-
-def _check_range(data: FlatBuffer, start: int, length: int) -> None:
-    if start < 0 or start + length > len(data):
-        raise FlatbufferError("flatbuffer vector past the end of the data")
-
-
 def read_tflite_graph(data: FlatBuffer) -> GraphSignature:
     """Read the first subgraph's signature from a TFLite model buffer.
 
     Raises:
         FlatbufferError: malformed offsets, or a model with no subgraph, input or output.
     """
-    model = Table.root(data)
+    model = Buffer(data).root()
     subgraphs = model.tables(_MODEL_SUBGRAPHS)
     if not subgraphs:
         raise FlatbufferError("the model has no subgraph")
     graph = subgraphs[0]
     tensors = graph.tables(_SUBGRAPH_TENSORS)
-    inputs, outputs = graph.scalars(_SUBGRAPH_INPUTS, "<i"), graph.scalars(_SUBGRAPH_OUTPUTS, "<i")
+    inputs, outputs = graph.ints(_SUBGRAPH_INPUTS), graph.ints(_SUBGRAPH_OUTPUTS)
     if not inputs or not outputs or max(inputs[0], outputs[0]) >= len(tensors):
         raise FlatbufferError("the model's first subgraph has no input or output tensor")
     codes = [max(code.scalar(_OPCODE_DEPRECATED_BUILTIN, "<b"), code.scalar(_OPCODE_BUILTIN, "<i"))
@@ -165,17 +76,17 @@ def read_tflite_graph(data: FlatBuffer) -> GraphSignature:
     producers = {}
     for op in graph.tables(_SUBGRAPH_OPERATORS):
         index = op.scalar(_OPERATOR_OPCODE, "<I")
-        for out in op.scalars(_OPERATOR_OUTPUTS, "<i"):
-            producers[out] = (codes[index] if index < len(codes) else -1, op.scalars(_OPERATOR_INPUTS, "<i"))
+        for out in op.ints(_OPERATOR_OUTPUTS):
+            producers[out] = (codes[index] if index < len(codes) else -1, op.ints(_OPERATOR_INPUTS))
     return GraphSignature(input=_tensor(tensors[inputs[0]]), output=_tensor(tensors[outputs[0]]),
                        ends_in_softmax=_from_softmax(producers, outputs[0]))
 
 
 def _tensor(table: Table) -> TensorInfo:
     quant = table.table(_TENSOR_QUANTIZATION)
-    scales = quant.scalars(_QUANT_SCALE, "<f") if quant is not None else ()
-    zeros = quant.scalars(_QUANT_ZERO_POINT, "<q") if quant is not None else ()
-    return TensorInfo(name=table.string(_TENSOR_NAME), shape=table.scalars(_TENSOR_SHAPE, "<i"),
+    scales = quant.ints(_QUANT_SCALE, "<f4") if quant is not None else ()
+    zeros = quant.ints(_QUANT_ZERO_POINT, "<i8") if quant is not None else ()
+    return TensorInfo(name=table.string(_TENSOR_NAME), shape=table.ints(_TENSOR_SHAPE),
                       dtype=TENSOR_TYPES.get(table.scalar(_TENSOR_TYPE, "<b"), "unknown"),
                       scale=float(scales[0]) if len(scales) == 1 else None,
                       zero_point=int(zeros[0]) if len(zeros) == 1 else None)
@@ -219,7 +130,7 @@ def read_standard_metadata(data: FlatBuffer) -> Optional[StandardMetadata]:
     if blob[4:8] != METADATA_IDENTIFIER:
         raise FlatbufferError(f"the {METADATA_BUFFER_NAME} buffer is not TFLite Metadata (no {METADATA_IDENTIFIER.decode()} "
                               "identifier)")
-    root = Table.root(blob)
+    root = Buffer(blob).root()
     subgraphs = root.tables(_MD_SUBGRAPHS)
     graph = subgraphs[0] if subgraphs else None
     inputs = graph.tables(_SG_INPUTS) if graph is not None else []
@@ -243,7 +154,7 @@ def read_standard_metadata(data: FlatBuffer) -> Optional[StandardMetadata]:
 
 def _metadata_buffer(data: FlatBuffer) -> Optional[bytes]:
     """The bytes of the model buffer that the ``TFLITE_METADATA`` entry names, or None."""
-    model = Table.root(data)
+    model = Buffer(data).root()
     buffers = model.tables(_MODEL_BUFFERS)
     for entry in model.tables(_MODEL_METADATA):
         if entry.string(_METADATA_NAME) != METADATA_BUFFER_NAME:
@@ -255,7 +166,7 @@ def _metadata_buffer(data: FlatBuffer) -> Optional[bytes]:
         offset = buffer.scalar(_BUFFER_OFFSET, "<Q")
         if offset > 1:  # large models keep buffers outside the flatbuffer, at an absolute file offset
             size = buffer.scalar(_BUFFER_SIZE, "<Q")
-            _check_range(data, offset, size)
+            model.buf.check(offset, size)
             return bytes(data[offset:offset + size])
         return buffer.blob(_BUFFER_DATA)
     return None
@@ -265,7 +176,7 @@ def _normalization(units: List[Table]) -> Tuple[Tuple[float, ...], Tuple[float, 
     for unit in units:
         options = unit.table(_UNIT_OPTIONS) if unit.scalar(_UNIT_TYPE, "<B") == UNIT_NORMALIZATION else None
         if options is not None:
-            return tuple(options.scalars(0, "<f")), tuple(options.scalars(1, "<f"))
+            return options.ints(0, "<f4"), options.ints(1, "<f4")
     return (), ()
 
 

@@ -5,8 +5,10 @@
   gives a tensor of the model's shape and dtype;
 * the metadata parser: random JSON values, mutations of a valid document, mutated JSON text -- only
   ``MetadataError`` escapes, and an accepted document round-trips;
-* the ONNX protobuf reader: mutated real ONNX files (and the TFLite structure check on mutated TFLite
-  files) -- only ``ProtobufError`` from the buffer reader, only ``ModelError`` through a file.
+* the ONNX protobuf reader: mutated real ONNX files -- only ``ProtobufError`` from the buffer reader;
+* the TFLite flatbuffer reader: mutated real TFLite files -- only ``FlatbufferError``;
+* through a file: the structure checks, and a mutated TFLite file loaded and run on the numpy backend --
+  only ``ModelError``.
 
 The CI run is bounded (a fixed example count per test, derandomized so CI is reproducible) and every
 example has a deadline, so a hang fails instead of stalling; ``benchmarks/fuzz_long.py`` runs the same
@@ -136,16 +138,23 @@ def test_mutated_onnx_buffers(seed_models: dict, rnd: random.Random, seed: str) 
 
 
 @BOUNDED
-@given(rnd=st.randoms(use_true_random=False), seed=st.sampled_from(["onnx0", "onnx1", "onnx2", "tflite"]))
+@given(rnd=st.randoms(use_true_random=False), seed=st.sampled_from(["tflite", "tflite_q"]))
+def test_mutated_tflite_buffers(seed_models: dict, rnd: random.Random, seed: str) -> None:
+    targets.tflite_buffer(targets.mutate(seed_models[seed], rnd))
+
+
+@BOUNDED
+@given(rnd=st.randoms(use_true_random=False), seed=st.sampled_from(["onnx0", "onnx1", "onnx2", "tflite", "tflite_q"]))
 def test_mutated_model_files(seed_models: dict, tmp_path_factory, rnd: random.Random, seed: str) -> None:
-    path = tmp_path_factory.getbasetemp() / f"fuzzed.{seed[:4].replace('tfli', 'tflite')}"
+    path = tmp_path_factory.getbasetemp() / f"fuzzed.{'tflite' if seed.startswith('tflite') else 'onnx'}"
     path.write_bytes(targets.mutate(seed_models[seed], rnd))
     targets.model_file(path)
 
 
 def test_unmutated_models_are_accepted(seed_models: dict, tmp_path: Path) -> None:
     for name, data in seed_models.items():
-        path = tmp_path / f"{name}.{'tflite' if name == 'tflite' else 'onnx'}"
+        tflite = name.startswith("tflite")
+        path = tmp_path / f"{name}.{'tflite' if tflite else 'onnx'}"
         path.write_bytes(data)
         assert targets.model_file(path), name
-        assert name == "tflite" or targets.onnx_buffer(data)
+        assert targets.tflite_buffer(data) if tflite else targets.onnx_buffer(data)

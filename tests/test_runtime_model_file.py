@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidelite.backends import (BACKEND_NAMES, BACKENDS, INSTALL_DOC_HINT, available_backends, create_backend,
+from slidelite.backends import (BACKEND_NAMES, BACKENDS, FORMAT_TARGETS, INSTALL_DOC_HINT, available_backends, create_backend,
                                 physical_cores, resolve_threads)
 from slidelite.backends._onnx_reader import ProtobufError, iter_fields, model_metadata_props
 from slidelite.errors import BackendUnavailableError, MetadataError, ModelError, UsageError
@@ -156,7 +156,8 @@ def test_registry_matches_the_documented_table():
     assert BACKENDS["onnxruntime"][:3] == ("slidelite.backends.onnxruntime_backend:OnnxRuntimeBackend", ("onnx",), "onnx")
     assert BACKENDS["litert"][:3] == ("slidelite.backends.litert_backend:LiteRTBackend", ("tflite",), "litert")
     assert BACKENDS["tflite"][:3] == ("slidelite.backends.tflite_backend:TFLiteRuntimeBackend", ("tflite",), "tflite")
-    assert BACKENDS["numpy"][:3] == ("slidelite.backends.numpy_backend:NumpyBackend", ("onnx",), None)
+    assert BACKENDS["numpy"][:3] == ("slidelite.backends.numpy_backend:NumpyBackend", ("onnx", "tflite"), None)
+    assert FORMAT_TARGETS == {("numpy", "tflite"): "slidelite.backends.numpy_tflite_backend:NumpyTFLiteBackend"}
 
 
 def test_onnxruntime_is_the_auto_choice_for_onnx(onnx_model):
@@ -178,8 +179,18 @@ def test_onnxruntime_session_settings(onnx_model):
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
-def test_missing_tflite_engine_names_the_extra(tmp_path, block):
+def test_auto_falls_back_to_numpy_for_tflite_without_an_engine(tmp_path, block):
+    from tests.corpus.tflite_model import make_tflite_classifier
+
+    model = open_model_file(make_tflite_classifier(tmp_path / "model.tflite"))
     block("ai_edge_litert", "tflite_runtime")
+    assert available_backends("tflite") == ["numpy"]
+    backend = create_backend(model)
+    assert type(backend).__name__ == "NumpyTFLiteBackend" and backend.name == "numpy"
+
+
+def test_missing_tflite_engine_names_the_extra(tmp_path, block):
+    block("ai_edge_litert", "tflite_runtime", "slidelite.backends.numpy_backend")
     model = open_model_file(make_tflite_like(tmp_path / "model.tflite"))
     assert available_backends("tflite") == []
     with pytest.raises(BackendUnavailableError) as exc:

@@ -44,13 +44,17 @@ BACKENDS: Dict[str, BackendSpec] = {
     "litert": BackendSpec("slidelite.backends.litert_backend:LiteRTBackend", ("tflite",), "litert", "ai_edge_litert"),
     "tflite": BackendSpec("slidelite.backends.tflite_backend:TFLiteRuntimeBackend", ("tflite",), "tflite",
                           "tflite_runtime"),
-    "numpy": BackendSpec("slidelite.backends.numpy_backend:NumpyBackend", ("onnx",), None, None),
+    "numpy": BackendSpec("slidelite.backends.numpy_backend:NumpyBackend", ("onnx", "tflite"), None, None),
+}
+#: (backend, format) pairs whose class is not the backend's ``target`` (the numpy backend reads TFLite separately).
+FORMAT_TARGETS: Dict[Tuple[str, str], str] = {
+    ("numpy", "tflite"): "slidelite.backends.numpy_tflite_backend:NumpyTFLiteBackend",
 }
 FORMATS: Tuple[str, ...] = ("onnx", "tflite")
 #: Where error messages send users whose platform lacks a backend wheel (per platform and Python version).
 INSTALL_DOC_HINT = "which backend installs on which platform: https://github.com/slidelite/slidelite/blob/main/docs/install.md"
 
-__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "FORMAT_TARGETS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
            "create_backend", "is_available", "physical_cores", "resolve_threads"]
 
 
@@ -118,7 +122,8 @@ def create_backend(model_file: "ModelFile", name: str = "auto", threads: Optiona
     """
     threads = resolve_threads(threads)
     chosen = _choose(model_file, name)
-    module_name, class_name = BACKENDS[chosen].target.split(":")
+    target = FORMAT_TARGETS.get((chosen, model_file.format), BACKENDS[chosen].target)
+    module_name, class_name = target.split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except ImportError as exc:

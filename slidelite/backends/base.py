@@ -55,6 +55,15 @@ class Backend(abc.ABC):
                              "classifier needs both")
         return inputs[0], outputs[0]
 
+    def check_input(self, tensor: "np.ndarray") -> None:
+        """Raise :class:`ModelError` unless ``tensor`` has the input's dtype, rank and static dimensions."""
+        expected = self.input_shape
+        if tensor.dtype.name != self.input_dtype or tensor.ndim != len(expected) or any(
+                e is not None and e != a for e, a in zip(expected, tensor.shape)):
+            want = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
+            raise ModelError(f"{self.model_file.path}: input must be {self.input_dtype} {want}, got {tensor.dtype} "
+                             f"{list(tensor.shape)}")
+
     @property
     def dynamic_batch(self) -> bool:
         """True when the input's batch dimension is dynamic (a batch of any size can be run at once)."""

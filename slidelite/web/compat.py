@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import mmap
-import struct
 from typing import List
 
+from ..backends._flatbuffer import Buffer, FlatbufferError
 from ..backends._onnx_reader import load_onnx_model
 from ..errors import ModelError
 from ..metadata import ModelMetadata
-from ..model_file import ModelFile, _table_field, _u32
+from ..model_file import ModelFile
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 ONNX_WEB_DOMAINS = ("ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -63,19 +63,10 @@ def tflite_custom_ops(path: str) -> List[str]:
     """
     try:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            codes = _table_field(data, _u32(data, 0), _TFLITE_MODEL_OPERATOR_CODES)
-            if codes is None:
-                return []
-            vector = codes + _u32(data, codes)
-            names = []
-            for i in range(_u32(data, vector)):
-                element = vector + 4 + 4 * i
-                custom = _table_field(data, element + _u32(data, element), _TFLITE_OPCODE_CUSTOM_CODE)
-                if custom is not None:
-                    text = custom + _u32(data, custom)
-                    names.append(bytes(data[text + 4:text + 4 + _u32(data, text)]).decode("utf-8", "replace"))
-            return names
-    except (struct.error, IndexError, ValueError):
+            codes = Buffer(data).root().tables(_TFLITE_MODEL_OPERATOR_CODES)
+            return [code.string(_TFLITE_OPCODE_CUSTOM_CODE) for code in codes
+                    if code.field(_TFLITE_OPCODE_CUSTOM_CODE) is not None]
+    except FlatbufferError:
         raise ModelError(f"{path}: truncated TFLite model file; download or convert it again") from None
 
 

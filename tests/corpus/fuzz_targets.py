@@ -6,11 +6,12 @@ accepted, or refused with the documented error class. Any other exception propag
 * image -> tensor (:func:`image_to_tensor`): only :class:`~slidelite.errors.SlideliteError` may escape;
 * the metadata parser (:func:`metadata_document`, :func:`metadata_text`): only
   :class:`~slidelite.errors.MetadataError`;
-* the ONNX protobuf reader (:func:`onnx_buffer`): only ``ProtobufError``; through a file
-  (:func:`model_file`): only :class:`~slidelite.errors.ModelError`.
+* the ONNX protobuf reader (:func:`onnx_buffer`): only ``ProtobufError``; the TFLite flatbuffer reader
+  (:func:`tflite_buffer`): only ``FlatbufferError``; through a file (:func:`model_file`, which also loads and
+  runs a TFLite file on the numpy backend): only :class:`~slidelite.errors.ModelError`.
 
-Seeds are real: a scikit-image photo encoded in every format, the fixture ONNX classifier in several variants
-and the fixture TFLite classifier. :func:`mutate` is the byte-level mutator of both runs.
+Seeds are real: a scikit-image photo encoded in every format, the fixture ONNX classifier in several variants,
+the fixture TFLite classifier and a quantized one-convolution TFLite model. :func:`mutate` is the byte-level mutator of both runs.
 """
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from slidelite.backends import create_backend
+from slidelite.backends._flatbuffer import FlatbufferError
 from slidelite.backends._onnx_reader import ProtobufError, model_metadata_props, parse_model
+from slidelite.backends._tflite_reader import parse_tflite
 from slidelite.errors import MetadataError, ModelError, SlideliteError
 from slidelite.metadata import ModelMetadata, metadata_from_dict, parse_metadata
 from slidelite.model_file import open_model_file
@@ -83,13 +87,17 @@ def seed_images() -> Dict[str, bytes]:
 
 
 def seed_models(folder: Path) -> Dict[str, bytes]:
-    """The fixture ONNX classifier in :data:`MODEL_VARIANTS` and the fixture TFLite classifier, as bytes."""
+    """The fixture ONNX classifier in :data:`MODEL_VARIANTS`, the fixture TFLite classifier and an int8 TFLite
+    convolution (per-channel weights, fused ReLU6), as bytes."""
+    from tests._tflite_op_cases import CASES, write_case
     from tests.corpus.tflite_model import make_tflite_classifier
 
     folder.mkdir(parents=True, exist_ok=True)
     seeds = {f"onnx{i}": make_fixture_onnx(folder / f"seed{i}.onnx", **variant).read_bytes()
              for i, variant in enumerate(MODEL_VARIANTS)}
     seeds["tflite"] = make_tflite_classifier(folder / "seed.tflite").read_bytes()
+    conv = next(case for case, _ in CASES if case.name == "conv_same_s2_relu6" and case.dtype == "int8")
+    seeds["tflite_q"] = write_case(conv, folder).read_bytes()
     return seeds
 
 
@@ -193,14 +201,33 @@ def onnx_buffer(data: bytes) -> bool:
     return True
 
 
+def tflite_buffer(data: bytes) -> bool:
+    """Decode a buffer with the TFLite flatbuffer reader."""
+    try:
+        parse_tflite(data)
+    except FlatbufferError:
+        return False
+    return True
+
+
+#: a fuzzed TFLite model is run on zeros when its input has at most this many elements
+MAX_FUZZ_INPUT = 1 << 16
+
+
 def model_file(path: Path) -> bool:
-    """Open a model file (format detection, structural checks, metadata) and, for ONNX, decode it fully."""
+    """Open a model file (format detection, structural checks, metadata); decode an ONNX file fully; load a TFLite
+    file into the numpy backend and run it once on zeros."""
     from slidelite.backends._onnx_reader import load_onnx_model
 
     try:
         opened = open_model_file(path)
         if opened.format == "onnx":
             load_onnx_model(path)
+        else:
+            backend = create_backend(opened, "numpy")
+            shape = [1 if d is None else d for d in backend.input_shape]
+            if np.prod(shape, dtype=np.float64) <= MAX_FUZZ_INPUT:
+                backend.run(np.zeros(shape, backend.input_dtype))
     except ModelError:
         return False
     return True

@@ -553,6 +553,27 @@ def _tflite_empty_subgraph(ws: Workspace, folder: Path) -> Input:
     return Input(str(make_tflite_classifier(folder / "hollow.tflite", subgraph=False)))
 
 
+def _tflite_on_numpy(kind: str) -> Maker:
+    """A TFLite classifier classified with ``--backend numpy`` (the pure-Python reader and kernels): an op it does
+    not implement, a graph reading a tensor before writing it, or a hostile flatbuffer edit (DAMAGES)."""
+
+    def make(ws: Workspace, folder: Path) -> Input:
+        from tests.corpus import tflite_model
+
+        path = folder / f"{kind}.tflite"
+        if kind == "unsupported_op":
+            tflite_model.unsupported_op_classifier(path)
+        elif kind == "cycle":
+            tflite_model.cyclic_classifier(path)
+        else:
+            good = tflite_model.make_tflite_classifier(folder / "good.tflite").read_bytes()
+            path.write_bytes(tflite_model.damage_tflite(good, kind))
+        return Input(str(path), command=("classify", "--backend", "numpy", "--model", "{arg}", "--json",
+                                         ws.good_photos[0]))
+
+    return make
+
+
 HUGE_LABELS = 100_001
 
 MODEL_SPECS: List[Spec] = [
@@ -578,6 +599,13 @@ MODEL_SPECS: List[Spec] = [
          subprocess=True),
     Spec("tflite_empty_subgraph", "model", _tflite_empty_subgraph, 1, "has no input or no output tensor"),
     Spec("onnx_without_inputs", "model", _onnx_without_inputs, 1, "has no input or no output tensor"),
+    Spec("tflite_numpy_unsupported_op", "model", _tflite_on_numpy("unsupported_op"), 1,
+         "uses TFLite op CUMSUM (operator 1), which the numpy backend does not implement", subprocess=True),
+    Spec("tflite_numpy_cycle", "model", _tflite_on_numpy("cycle"), 1, "before anything writes it"),
+    Spec("tflite_numpy_offset_past_end", "model", _tflite_on_numpy("offset_past_end"), 1, "broken TFLite model file"),
+    Spec("tflite_numpy_offset_wraps", "model", _tflite_on_numpy("offset_wraps"), 1, "broken TFLite model file"),
+    Spec("tflite_numpy_billion_tensors", "model", _tflite_on_numpy("billion_tensors"), 1, "broken TFLite model file",
+         subprocess=True),
     Spec("external_data_outside_folder", "model", _external_data, 1, "External data path escapes model directory"),
     Spec("no_metadata", "model", _no_metadata, 1, "has no slidelite metadata"),
     Spec("metadata_not_json", "model", _with_metadata(lambda d: json.dumps(d)[:-7]), 1, "is not valid JSON"),
