@@ -277,13 +277,13 @@ def _tiny_model(path: Path, nodes: list, opset: int = 17, inits: "list | None" =
 
 
 def test_unsupported_op_is_refused_naming_it(tmp_path: Path) -> None:
-    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("HardSwish", ["x"], ["y"])])
+    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("LpNormalization", ["x"], ["y"], name="norm")])
     model_file = open_model_file(path)
     assert create_backend(model_file, "onnxruntime", threads=1).run(np.ones((1, 4), np.float32)).shape == (1, 4)
     with pytest.raises(ModelError) as caught:
         create_backend(model_file, "numpy", threads=1)
-    assert str(caught.value) == (f"{path} uses ONNX op 'HardSwish' which the numpy backend does not implement; "
-                                 'install onnxruntime: pip install "slidelite[onnx]"')
+    assert str(caught.value) == (f"{path}: node 'norm' uses ONNX op 'LpNormalization' which the numpy backend does "
+                                 'not implement; install onnxruntime: pip install "slidelite[onnx]"')
 
 
 def test_contrib_domain_op_and_old_opset_are_refused(tmp_path: Path) -> None:
@@ -382,3 +382,20 @@ def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) ->
     assert [c["label"] for c in got["categories"]] == [c["label"] for c in want["categories"]]
     np.testing.assert_allclose([c["score"] for c in got["categories"]], [c["score"] for c in want["categories"]],
                                atol=1e-5)
+
+
+def test_threads_set_numpy_blas_thread_count(tmp_path: Path) -> None:
+    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS)."""
+    from slidelite.backends._blas_threads import blas_threads
+
+    path = make_fixture_onnx(tmp_path / "fixture.onnx")
+    before = blas_threads()
+    assert before is not None, "numpy's OpenBLAS was not found"
+    try:
+        for threads in (2, 1):
+            create_backend(open_model_file(path), "numpy", threads=threads)
+            assert blas_threads() == threads
+    finally:
+        from slidelite.backends._blas_threads import set_blas_threads
+
+        set_blas_threads(before)

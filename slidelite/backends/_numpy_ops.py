@@ -25,11 +25,11 @@ Result = Union[np.ndarray, Tuple[np.ndarray, ...]]
 Kernel = Callable[..., Result]
 Factory = Callable[[Node, Consts], Kernel]
 
-#: op_type -> factory; the numpy backend refuses every other op.
+#: op key (:func:`op_key`) -> factory; the numpy backend refuses every other op.
 OPS: Dict[str, Factory] = {}
 
 # TensorProto.DataType codes of Cast's ``to`` attribute
-_CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
                9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
 
 
@@ -37,7 +37,12 @@ class OpError(ValueError):
     """A node's attributes or inputs are outside what the kernel supports (message names the problem)."""
 
 
-def _op(*names: str) -> Callable[[Factory], Factory]:
+def op_key(node: Node) -> str:
+    """The registry key of a node's op: ``op_type`` in the default domain, else ``domain.op_type``."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def register_op(*names: str) -> Callable[[Factory], Factory]:
     """Register a factory under one or more op types."""
 
     def register(factory: Factory) -> Factory:
@@ -48,16 +53,16 @@ def _op(*names: str) -> Callable[[Factory], Factory]:
     return register
 
 
-def _simple(name: str, fn: Callable[..., np.ndarray]) -> None:
+def register_simple(name: str, fn: Callable[..., np.ndarray]) -> None:
     """Register an op whose kernel ignores attributes."""
     OPS[name] = lambda node, consts: fn
 
 
-def _ints(values: Optional[np.ndarray]) -> List[int]:
+def int_list(values: Optional[np.ndarray]) -> List[int]:
     return [] if values is None else [int(v) for v in np.asarray(values).reshape(-1)]
 
 
-def _text(attrs: Attrs, key: str, default: str) -> str:
+def text_attr(attrs: Attrs, key: str, default: str) -> str:
     value = attrs.get(key, default)
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -80,16 +85,16 @@ for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div":
                    "Identity": lambda x: x,
                    "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "MatMul": np.matmul, "Equal": np.equal,
                    "Where": np.where}.items():
-    _simple(_name, _fn)
+    register_simple(_name, _fn)
 
 
-@_op("Mod")
+@register_op("Mod")
 def _mod(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     return np.fmod if attrs.get("fmod", 0) else np.mod
 
 
-@_op("Clip")
+@register_op("Clip")
 def _clip(node: Node, consts: Consts) -> Kernel:
     def clip(x: np.ndarray, lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> np.ndarray:
         if lo is None and hi is None:
@@ -127,13 +132,13 @@ def _horner(z: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return out
 
 
-_simple("Erf", erf)
+register_simple("Erf", erf)
 
 
-@_op("Gelu")
+@register_op("Gelu")
 def _gelu(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
-    if _text(attrs, "approximate", "none") == "tanh":
+    if text_attr(attrs, "approximate", "none") == "tanh":
         def gelu_tanh(x: np.ndarray) -> np.ndarray:
             inner = np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x))
             return np.float32(0.5) * x * (inner + np.float32(1.0))
@@ -150,45 +155,30 @@ def _gelu(node: Node, consts: Consts) -> Kernel:
     return gelu
 
 
-@_op("Cast")
+@register_op("Cast")
 def _cast(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     to = attrs.get("to")
-    if to not in _CAST_TYPES:
+    if to not in CAST_TYPES:
         raise OpError(f"Cast to ONNX type {to} is not supported")
-    dtype = _CAST_TYPES[to]
+    dtype = CAST_TYPES[to]
     return lambda x: x.astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------- reductions, norms
 
-def _axes(attrs: Attrs, axes_input: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
+def reduce_axes(attrs: Attrs, axes_input: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
     """Axes from the attribute (older opsets) or the input (newer ones); None = all axes."""
     axes = attrs.get("axes")
     if axes is None and axes_input is not None:
-        axes = _ints(axes_input)
+        axes = int_list(axes_input)
     return None if axes is None else tuple(axes)
 
 
-@_op("ReduceMean")
-def _reduce_mean(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
-    keepdims = bool(attrs.get("keepdims", 1))
-    noop = bool(attrs.get("noop_with_empty_axes", 0))
-
-    def reduce_mean(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
-        chosen = _axes(attrs, axes)
-        if chosen == () and noop:
-            return x
-        return np.mean(x, axis=chosen or None, keepdims=keepdims)
-
-    return reduce_mean
+register_simple("GlobalAveragePool", lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True))
 
 
-_simple("GlobalAveragePool", lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True))
-
-
-@_op("Softmax")
+@register_op("Softmax")
 def _softmax(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", -1)
@@ -202,7 +192,7 @@ def _softmax(node: Node, consts: Consts) -> Kernel:
     return softmax
 
 
-@_op("LayerNormalization")
+@register_op("LayerNormalization")
 def _layer_norm(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis, eps = attrs.get("axis", -1), attrs.get("epsilon", 1e-5)
@@ -223,7 +213,7 @@ def _layer_norm(node: Node, consts: Consts) -> Kernel:
 
 # --------------------------------------------------------------------------------------------- linear algebra
 
-@_op("Gemm")
+@register_op("Gemm")
 def _gemm(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
@@ -253,7 +243,7 @@ def _gemm(node: Node, consts: Consts) -> Kernel:
 def _conv_pads(attrs: Attrs, in_hw: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                dilations: Sequence[int]) -> Tuple[int, int, int, int]:
     """(top, left, bottom, right) padding from ``pads`` or ``auto_pad``."""
-    auto_pad = _text(attrs, "auto_pad", "NOTSET")
+    auto_pad = text_attr(attrs, "auto_pad", "NOTSET")
     if auto_pad in ("NOTSET", "VALID"):
         pads = attrs.get("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
         return pads[0], pads[1], pads[2], pads[3]
@@ -355,7 +345,7 @@ class Conv2d:
         return np.matmul(self.matrix, cols).reshape(n, self.out_channels, oh, ow)
 
 
-@_op("Conv")
+@register_op("Conv")
 def _conv(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     weight = consts[1]
@@ -372,13 +362,13 @@ def _conv(node: Node, consts: Consts) -> Kernel:
 
 # --------------------------------------------------------------------------------------------- shapes, layout
 
-@_op("Reshape")
+@register_op("Reshape")
 def _reshape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     allow_zero = bool(attrs.get("allowzero", 0))
 
     def reshape(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        dims = _ints(shape)
+        dims = int_list(shape)
         if not allow_zero:
             dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         return x.reshape(dims)
@@ -386,15 +376,15 @@ def _reshape(node: Node, consts: Consts) -> Kernel:
     return reshape
 
 
-@_op("Expand")
+@register_op("Expand")
 def _expand(node: Node, consts: Consts) -> Kernel:
     def expand(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(shape))))
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int_list(shape))))
 
     return expand
 
 
-@_op("Flatten")
+@register_op("Flatten")
 def _flatten(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 1)
@@ -406,38 +396,38 @@ def _flatten(node: Node, consts: Consts) -> Kernel:
     return flatten
 
 
-@_op("Transpose")
+@register_op("Transpose")
 def _transpose(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     perm = attrs.get("perm")
     return lambda x: np.transpose(x, perm)
 
 
-@_op("Unsqueeze")
+@register_op("Unsqueeze")
 def _unsqueeze(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     def unsqueeze(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
-        chosen = _axes(attrs, axes) or ()
+        chosen = reduce_axes(attrs, axes) or ()
         rank = x.ndim + len(chosen)
         return np.expand_dims(x, tuple(sorted(a % rank for a in chosen)))
 
     return unsqueeze
 
 
-@_op("Concat")
+@register_op("Concat")
 def _concat(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 0)
     return lambda *xs: np.concatenate([x for x in xs if x is not None], axis=axis)
 
 
-@_op("Slice")
+@register_op("Slice")
 def _slice(node: Node, consts: Consts) -> Kernel:
     def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray] = None,
                steps: Optional[np.ndarray] = None) -> np.ndarray:
-        begin, stop = _ints(starts), _ints(ends)
-        chosen = _ints(axes) if axes is not None else list(range(len(begin)))
-        step = _ints(steps) if steps is not None else [1] * len(begin)
+        begin, stop = int_list(starts), int_list(ends)
+        chosen = int_list(axes) if axes is not None else list(range(len(begin)))
+        step = int_list(steps) if steps is not None else [1] * len(begin)
         index: List[Any] = [slice(None)] * x.ndim
         for a, b, e, s in zip(chosen, begin, stop, step):
             if s == 0:
@@ -448,14 +438,14 @@ def _slice(node: Node, consts: Consts) -> Kernel:
     return slice_
 
 
-@_op("Gather")
+@register_op("Gather")
 def _gather(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 0)
     return lambda x, indices: np.take(x, indices.astype(np.int64, copy=False), axis=axis)
 
 
-@_op("GatherND")
+@register_op("GatherND")
 def _gather_nd(node: Node, consts: Consts) -> Kernel:
     if node.attributes.get("batch_dims", 0) != 0:
         raise OpError("GatherND with batch_dims > 0 is not supported")
@@ -466,17 +456,17 @@ def _gather_nd(node: Node, consts: Consts) -> Kernel:
     return gather_nd
 
 
-@_op("Pad")
+@register_op("Pad")
 def _pad(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
-    mode = _text(attrs, "mode", "constant")
+    mode = text_attr(attrs, "mode", "constant")
     if mode not in ("constant", "reflect", "edge"):
         raise OpError(f"Pad mode '{mode}' is not supported")
 
     def pad(x: np.ndarray, pads: Optional[np.ndarray] = None, value: Optional[np.ndarray] = None,
             axes: Optional[np.ndarray] = None) -> np.ndarray:
-        amounts = attrs.get("pads") or _ints(pads)
-        chosen = _ints(axes) if axes is not None else list(range(x.ndim))
+        amounts = attrs.get("pads") or int_list(pads)
+        chosen = int_list(axes) if axes is not None else list(range(x.ndim))
         width = [(0, 0)] * x.ndim
         for i, a in enumerate(chosen):
             width[a % x.ndim] = (amounts[i], amounts[i + len(chosen)])
@@ -492,14 +482,14 @@ def _pad(node: Node, consts: Consts) -> Kernel:
 
 # --------------------------------------------------------------------------------------------- shape tensors
 
-@_op("Shape")
+@register_op("Shape")
 def _shape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     start, end = attrs.get("start", 0), attrs.get("end")
     return lambda x: np.array(x.shape[start:end], dtype=np.int64)
 
 
-@_op("Constant")
+@register_op("Constant")
 def _constant(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     if "value" in attrs:
@@ -513,10 +503,10 @@ def _constant(node: Node, consts: Consts) -> Kernel:
     return lambda: value
 
 
-@_op("ConstantOfShape")
+@register_op("ConstantOfShape")
 def _constant_of_shape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     value = np.asarray(attrs.get("value", np.zeros(1, np.float32))).reshape(-1)
     if value.size != 1:
         raise OpError("ConstantOfShape value must hold one element")
-    return lambda shape: np.full(_ints(shape), value[0], dtype=value.dtype)
+    return lambda shape: np.full(int_list(shape), value[0], dtype=value.dtype)
