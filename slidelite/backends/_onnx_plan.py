@@ -21,7 +21,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ModelError
-from . import _numpy_index_ops, _numpy_math_ops, _numpy_nn_ops, _numpy_quant_ops  # noqa: F401  (register ops)
+from . import _numpy_conv_nhwc, _numpy_index_ops, _numpy_math_ops, _numpy_nn_ops, _numpy_quant_ops  # noqa: F401,E501  (register ops)
 from ._numpy_ops import OPS, Kernel, OpError, op_key
 from ._onnx_fusion import fuse
 from ._onnx_reader import Graph, Model, Node, ValueInfo
@@ -31,6 +31,9 @@ MIN_OPSET, MAX_OPSET = 13, 23
 #: contrib domains whose registered ops the kernels implement (onnxruntime's quantization ops)
 CONTRIB_DOMAINS = ("com.microsoft",)
 INSTALL_HINT = 'install onnxruntime: pip install "slidelite[onnx]"'
+
+
+_KERNEL_ERRORS = (OpError, ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError)
 
 
 class Step(NamedTuple):
@@ -124,21 +127,32 @@ class OnnxPlan:
         try:
             with np.errstate(all="ignore"):
                 return kernel(*args)
-        except (OpError, ValueError, TypeError, IndexError, AttributeError, OverflowError, MemoryError) as exc:
-            reason = "out of memory" if isinstance(exc, MemoryError) else exc
-            raise ModelError(f"{self.label}: inference failed at node '{node.name}' ({node.op_type}): {reason}") from None
+        except _KERNEL_ERRORS as exc:
+            raise self._failure(node, exc) from None
+
+    def _failure(self, node: Node, exc: BaseException) -> ModelError:
+        reason = "out of memory" if isinstance(exc, MemoryError) else exc
+        return ModelError(f"{self.label}: inference failed at node '{node.name}' ({node.op_type}): {reason}")
 
     def run(self, *feeds: np.ndarray) -> List[np.ndarray]:
         """Run the graph on one array per run-time input; returns every graph output, in graph order."""
         values: List[Optional[np.ndarray]] = [None] * self._num_slots
         values[:len(feeds)] = feeds
-        for step in self._steps:
-            args = [const if slot is None else values[slot] for slot, const in zip(step.inputs, step.consts)]
-            for slot, value in zip(step.outputs, as_tuple(self._call(step.node, step.kernel, args))):
-                if slot is not None:
-                    values[slot] = value
-            for slot in step.frees:
-                values[slot] = None
+        with np.errstate(all="ignore"):
+            for step in self._steps:
+                args = [const if slot is None else values[slot] for slot, const in zip(step.inputs, step.consts)]
+                try:
+                    result = step.kernel(*args)
+                except _KERNEL_ERRORS as exc:
+                    raise self._failure(step.node, exc) from None
+                if type(result) is tuple:
+                    for slot, value in zip(step.outputs, result):
+                        if slot is not None:
+                            values[slot] = value
+                elif step.outputs[0] is not None:
+                    values[step.outputs[0]] = result
+                for slot in step.frees:
+                    values[slot] = None
         return [np.asarray(self._constant_outputs[v.name] if slot is None else values[slot])
                 for v, slot in zip(self.outputs, self._output_slots)]
 
