@@ -385,17 +385,27 @@ def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) ->
 
 
 def test_threads_set_numpy_blas_thread_count(tmp_path: Path) -> None:
-    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS)."""
-    from slidelite.backends._blas_threads import blas_threads
+    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS): large products
+    run on that many threads, everything else on one."""
+    from slidelite.backends import _blas_threads
 
     path = make_fixture_onnx(tmp_path / "fixture.onnx")
-    before = blas_threads()
-    assert before is not None, "numpy's OpenBLAS was not found"
+    seen = []
+    a = np.ones((512, 256), np.float32)
+    b = np.ones((256, _blas_threads.PARALLEL_MIN_MACS // (512 * 256)), np.float32)
+    setter = _blas_threads._function(_blas_threads._SETTERS)
+    assert setter is not None, "numpy's OpenBLAS was not found"
     try:
-        for threads in (2, 1):
+        for threads in (2, 3, 1):
             create_backend(open_model_file(path), "numpy", threads=threads)
-            assert blas_threads() == threads
+            assert _blas_threads.requested_blas_threads() == threads and _blas_threads.blas_threads() == 1
+            original = np.matmul
+            np.matmul = lambda x, y: (seen.append(_blas_threads.blas_threads()), original(x, y))[1]  # type: ignore
+            try:
+                np.testing.assert_array_equal(_blas_threads.blas_matmul(a, b), original(a, b))
+                _blas_threads.blas_matmul(a[:8], b)  # small: one thread
+            finally:
+                np.matmul = original
+            assert seen[-2:] == [threads, 1] and _blas_threads.blas_threads() == 1
     finally:
-        from slidelite.backends._blas_threads import set_blas_threads
-
-        set_blas_threads(before)
+        _blas_threads.set_blas_threads(1)

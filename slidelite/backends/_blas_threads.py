@@ -7,6 +7,11 @@ wheel, and its OpenBLAS entry point is called: ``scipy_openblas_set_num_threads6
 distributions' OpenBLAS). With any other BLAS (Accelerate, MKL, reference BLAS) nothing is changed and
 the thread count stays the one the environment chose (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``
 before Python starts). The setting is process-wide: the last backend created decides.
+
+Policy: OpenBLAS is kept at one thread, and :func:`blas_matmul` raises it to the requested count only for
+products of at least :data:`PARALLEL_MIN_MACS` multiply-adds. A fork-join per small product (a
+transformer's per-token GEMMs) costs more than it saves, and far more when the cores are shared: each
+join waits for the other thread's next time slice.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ import numpy as np
 _SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
 _GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
 _cache: List[Optional[ctypes.CDLL]] = []
+#: products smaller than this many multiply-adds run on one BLAS thread (about 1 ms on one core)
+PARALLEL_MIN_MACS = 1 << 25
+_requested = [1]
 
 
 def _blas_candidates() -> List[str]:
@@ -68,12 +76,34 @@ def _function(names: tuple) -> Optional[Callable[..., int]]:
 
 
 def set_blas_threads(threads: int) -> bool:
-    """Make numpy's BLAS use ``threads`` threads; returns False when numpy's BLAS is not OpenBLAS."""
+    """Let numpy's BLAS use up to ``threads`` threads for large products (see the module docstring);
+    returns False when numpy's BLAS is not OpenBLAS."""
     setter = _function(_SETTERS)
     if setter is None or threads < 1:
         return False
-    setter(ctypes.c_int(int(threads)))
+    _requested[0] = int(threads)
+    setter(ctypes.c_int(1))
     return True
+
+
+def requested_blas_threads() -> int:
+    """The thread count large products run with (the last ``set_blas_threads``)."""
+    return _requested[0]
+
+
+def blas_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)``, on the requested BLAS threads when the product is large."""
+    threads = _requested[0]
+    if threads > 1 and a.ndim >= 2 and b.ndim >= 2:
+        macs = max(a.size * b.shape[-1], b.size * a.shape[-2])  # exact for the batched shapes the kernels use
+        setter = _function(_SETTERS) if macs >= PARALLEL_MIN_MACS else None
+        if setter is not None:
+            setter(ctypes.c_int(threads))
+            try:
+                return np.matmul(a, b)
+            finally:
+                setter(ctypes.c_int(1))
+    return np.matmul(a, b)
 
 
 def blas_threads() -> Optional[int]:

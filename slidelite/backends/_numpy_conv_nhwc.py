@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._blas_threads import blas_matmul
 from ._numpy_ops import OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
 from ._onnx_reader import Node
 
@@ -73,7 +74,7 @@ class ConvNhwc:
 
     def _gemm(self, windows: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
         cols = windows[0] if len(windows) == 1 else np.concatenate(windows, axis=3)
-        out = np.matmul(cols.reshape(n * oh * ow, -1), self.matrix)
+        out = blas_matmul(cols.reshape(n * oh * ow, -1), self.matrix)
         return out.reshape(n, oh, ow, self.out_channels)
 
 

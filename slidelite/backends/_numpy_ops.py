@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._blas_threads import blas_matmul
 from ._onnx_reader import Node
 
 Attrs = Dict[str, Any]
@@ -285,10 +286,10 @@ def _layer_norm(node: Node, consts: Consts) -> Kernel:
 def _matmul(node: Node, consts: Consts) -> Kernel:
     bias, activation = node.attributes.get("_bias"), node.attributes.get("_activation")
     if bias is None and activation is None:
-        return np.matmul
+        return blas_matmul
 
     def matmul_bias(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = np.matmul(a, b)
+        out = blas_matmul(a, b)
         if bias is not None:
             out += bias
         return apply_activation(out, activation)
@@ -312,9 +313,9 @@ def _gemm(node: Node, consts: Consts) -> Kernel:
     def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray] = None) -> np.ndarray:
         a = a.T if trans_a else a
         if b_const is not None:
-            out = a @ b_const
+            out = blas_matmul(a, b_const)
         else:
-            out = a @ (b.T if trans_b else b)
+            out = blas_matmul(a, b.T if trans_b else b)
             out = out * out.dtype.type(alpha) if alpha != 1.0 else out
         if c is not None:
             out += c_const if c_const is not None else c * c.dtype.type(beta)
@@ -383,7 +384,7 @@ class Conv2d:
         if oh <= 0 or ow <= 0:
             raise OpError(f"Conv input {h}x{w} (padded) is smaller than its {kh}x{kw} kernel")
         if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not (top or left or bottom or right):
-            out = np.matmul(self.matrix, x.reshape(x.shape[0], self.groups, self.group_in, -1))
+            out = blas_matmul(self.matrix, x.reshape(x.shape[0], self.groups, self.group_in, -1))
             out = out.reshape(x.shape[0], self.out_channels, oh, ow)
         else:
             # one spare row per phase keeps the last tap's flat window inside the buffer
@@ -430,7 +431,7 @@ class Conv2d:
     def _im2col(self, windows: List[np.ndarray]) -> np.ndarray:
         n, c, _, length = windows[0].shape
         cols = np.concatenate(windows, axis=2).reshape(n, self.groups, self.group_in * len(windows), length)
-        return np.matmul(self.matrix, cols)
+        return blas_matmul(self.matrix, cols)
 
 
 @register_op("Conv")

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ._blas_threads import blas_matmul
 from ._numpy_ops import Consts, Conv2d, Kernel, OpError, register_op
 from ._onnx_reader import Node
 
@@ -129,7 +130,7 @@ class IntegerMatMul:
             if value.dtype.kind not in "iu" or value.dtype.itemsize != 1:
                 raise OpError(f"integer matmul of {value.dtype} is not supported (int8/uint8)")
         right = self.b if self.b is not None else _centred(b, b_zero, None)
-        return np.matmul(_centred(a, a_zero, 2), right).astype(np.int32)
+        return blas_matmul(_centred(a, a_zero, 2), right).astype(np.int32)
 
 
 def _const(consts: Consts, index: int) -> Optional[np.ndarray]:
