@@ -18,7 +18,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._blas_threads import blas_matmul
-from ._numpy_ops import OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
+from ._numpy_ops import BLOCK, OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
 from ._onnx_reader import Node
 
 
@@ -57,19 +57,36 @@ class ConvNhwc:
             padded = np.zeros((n, h, w, x.shape[3]), x.dtype)
             padded[:, top:top + height, left:left + width] = x
             x = padded
+        if self.depthwise:
+            return self._depthwise(x, oh, ow)
         windows = [x[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
                    for ky in range(kh) for kx in range(kw)]
-        out = self._depthwise(windows) if self.depthwise else self._gemm(windows, n, oh, ow)
+        out = self._gemm(windows, n, oh, ow)
         if self.bias is not None:
             out += self.bias
         return apply_activation(out, self.activation)
 
-    def _depthwise(self, windows: List[np.ndarray]) -> np.ndarray:
-        out = np.multiply(windows[0], self.taps[0])
-        scratch = np.empty_like(out)
-        for window, tap in zip(windows[1:], self.taps[1:]):
-            np.multiply(window, tap, out=scratch)
-            out += scratch
+    def _depthwise(self, x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+        """Multiply-add per tap, a band of output rows at a time so the passes stay in the cache."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        n, c = x.shape[0], x.shape[3]
+        out = np.empty((n, oh, ow, c), x.dtype)
+        band = max(1, BLOCK // max(n * ow * c, 1))
+        scratch = np.empty((n, band, ow, c), x.dtype)
+        for r0 in range(0, oh, band):
+            rows = min(band, oh - r0)
+            target, tmp = out[:, r0:r0 + rows], scratch[:, :rows]
+            for tap, (ky, kx) in enumerate((ky, kx) for ky in range(kh) for kx in range(kw)):
+                y0 = r0 * sh + ky * dh
+                window = x[:, y0:y0 + sh * (rows - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                if tap == 0:
+                    np.multiply(window, self.taps[0], out=target)
+                else:
+                    np.multiply(window, self.taps[tap], out=tmp)
+                    target += tmp
+            if self.bias is not None:
+                target += self.bias
+            apply_activation(target, self.activation)
         return out
 
     def _gemm(self, windows: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
