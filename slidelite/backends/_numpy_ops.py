@@ -462,6 +462,9 @@ def _reshape(node: Node, consts: Consts) -> Kernel:
             dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         return x.reshape(dims)
 
+    if len(consts) > 1 and consts[1] is not None and (allow_zero or 0 not in int_list(consts[1])):
+        fixed = tuple(int_list(consts[1]))  # a constant target shape: parsed once
+        return lambda x, shape: x.reshape(fixed)
     return reshape
 
 
@@ -512,18 +515,31 @@ def _concat(node: Node, consts: Consts) -> Kernel:
 
 @register_op("Slice")
 def _slice(node: Node, consts: Consts) -> Kernel:
-    def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray] = None,
-               steps: Optional[np.ndarray] = None) -> np.ndarray:
+    def index(ndim: int, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray],
+              steps: Optional[np.ndarray]) -> Tuple[Any, ...]:
         begin, stop = int_list(starts), int_list(ends)
         chosen = int_list(axes) if axes is not None else list(range(len(begin)))
         step = int_list(steps) if steps is not None else [1] * len(begin)
-        index: List[Any] = [slice(None)] * x.ndim
+        where: List[Any] = [slice(None)] * ndim
         for a, b, e, s in zip(chosen, begin, stop, step):
             if s == 0:
                 raise OpError("Slice step 0")
-            index[a % x.ndim] = slice(b, e, s)
-        return x[tuple(index)]
+            where[a % ndim] = slice(b, e, s)
+        return tuple(where)
 
+    def slice_(x: np.ndarray, *params: Optional[np.ndarray]) -> np.ndarray:
+        return x[index(x.ndim, *params, *(None,) * (4 - len(params)))]
+
+    if all(c is not None or not name for c, name in zip(consts[1:], node.inputs[1:])):
+        cache: Dict[int, Tuple[Any, ...]] = {}  # constant parameters: the index per input rank, built once
+
+        def constant_slice(x: np.ndarray, *unused: Optional[np.ndarray]) -> np.ndarray:
+            where = cache.get(x.ndim)
+            if where is None:
+                where = cache.setdefault(x.ndim, index(x.ndim, *consts[1:], *(None,) * (5 - len(consts))))
+            return x[where]
+
+        return constant_slice
     return slice_
 
 

@@ -42,16 +42,14 @@ class Step(NamedTuple):
     Attributes:
         node: the ONNX node.
         kernel: its prepared kernel.
-        inputs: per input, the slot of a run-time tensor, or None (constant or omitted: see ``consts``).
-        consts: per input, the constant value (None for run-time tensors and omitted inputs).
+        inputs: per input, its slot: a run-time tensor's, a constant's, or the always-None slot (omitted).
         outputs: the slots the kernel's results go to (None: an omitted optional output).
         frees: the slots that are dead after this step.
     """
 
     node: Node
     kernel: Kernel
-    inputs: Tuple[Optional[int], ...]
-    consts: Tuple[Optional[np.ndarray], ...]
+    inputs: Tuple[int, ...]
     outputs: Tuple[Optional[int], ...]
     frees: Tuple[int, ...]
 
@@ -110,12 +108,26 @@ class OnnxPlan:
         for slot, index in last_use.items():
             if slot not in keep:
                 dead_after.setdefault(index, []).append(slot)
+        # constants (and None for omitted inputs) sit in slots past the run-time ones, in a template copied
+        # per run, so a step's arguments are one indexing pass
+        self._template: List[Optional[np.ndarray]] = [None] * (len(slots) + 1)
+        constant_slots: Dict[str, int] = {}
+
+        def input_slot(name: str, const: Optional[np.ndarray]) -> int:
+            if not name:
+                return len(slots)  # always None
+            if name in slots:
+                return slots[name]
+            if name not in constant_slots:
+                constant_slots[name] = len(self._template)
+                self._template.append(const)
+            return constant_slots[name]
+
         self._steps = [
-            Step(node, kernel, tuple(slots.get(name) if name else None for name in node.inputs), tuple(consts),
+            Step(node, kernel, tuple(input_slot(name, const) for name, const in zip(node.inputs, consts)),
                  tuple(slots.get(name) if name else None for name in node.outputs), tuple(dead_after.get(index, ())))
             for index, (node, kernel, consts) in enumerate(pending)
         ]
-        self._num_slots = len(slots)
 
     def _kernel(self, node: Node, consts: Sequence[Optional[np.ndarray]]) -> Kernel:
         try:
@@ -136,11 +148,11 @@ class OnnxPlan:
 
     def run(self, *feeds: np.ndarray) -> List[np.ndarray]:
         """Run the graph on one array per run-time input; returns every graph output, in graph order."""
-        values: List[Optional[np.ndarray]] = [None] * self._num_slots
+        values = self._template.copy()
         values[:len(feeds)] = feeds
         with np.errstate(all="ignore"):
             for step in self._steps:
-                args = [const if slot is None else values[slot] for slot, const in zip(step.inputs, step.consts)]
+                args = [values[slot] for slot in step.inputs]
                 try:
                     result = step.kernel(*args)
                 except _KERNEL_ERRORS as exc:
