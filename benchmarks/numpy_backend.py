@@ -1,6 +1,6 @@
 """The pure-numpy backend against onnxruntime, side by side on the same ONNX files, timed interleaved.
 
-    .venv/bin/python benchmarks/numpy_backend.py [--threads 2] [--runs 30] [--warmup 3] [--no-tiny] [--no-docs]
+    .venv/bin/python benchmarks/numpy_backend.py [--threads 2 1] [--runs 30] [--warmup 3] [--no-tiny] [--no-docs]
 
 Models: every ``.onnx`` file shipped in the wheel (``slidelite/models``: the default EfficientNet-Lite0 with
 int8-stored weights, the Fashion-MNIST ``slide_swin_micro``) and Slide-Swin-T fp32 (random-init,
@@ -26,6 +26,18 @@ import _common  # noqa: E402  (limit_threads must run before numpy is imported)
 MODELS = {  # name -> (zoo architecture, input shape, re-parameterize): exported here
     "slide_swin_tiny": ("slide_swin_tiny", (1, 3, 224, 224), True),
 }
+
+
+EXPLANATION = """\
+Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution
+(depthwise: a multiply and an add pass per tap, numpy having no fused multiply-add; 1x1: OpenBLAS GEMMs on
+skinny matrices), Slide-Swin is GEMMs at OpenBLAS speed (about half of the time), the Slide attention's
+shift convolutions (im2col + one small GEMM per channel), Gelu's erf polynomial and the copies behind
+Reshape/Transpose; the Fashion-MNIST micro model is small enough that per-node Python overhead counts.
+With more than one thread only products of at least 2**25 multiply-adds run multi-threaded in OpenBLAS;
+every other numpy kernel runs on one core, while onnxruntime parallelizes every op, so the numpy backend
+gains less from a second thread. On this 2-core VM other jobs share the cores (see the load average), which
+hurts whichever engine waits on a second thread."""
 
 
 def exported(name: str) -> Path:
@@ -65,13 +77,13 @@ def shipped_onnx() -> "dict[str, Path]":
 def main(argv: "list[str] | None" = None) -> int:
     """Run the comparison and print one line per model."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="thread counts, one table row each")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-tiny", action="store_true", help="leave out Slide-Swin-T (the slowest model)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/install.md")
     args = parser.parse_args(argv)
-    _common.limit_threads(args.threads)
+    _common.limit_threads(max(args.threads))
 
     paths = shipped_onnx()
     if not args.no_tiny:
@@ -79,29 +91,33 @@ def main(argv: "list[str] | None" = None) -> int:
     flags = simd_flags()
     print(f"CPU SIMD: {flags}", flush=True)
     rows, reports = [], {}
-    for name, path in paths.items():
-        targets = [_common.runtime_target(f"{name} {engine}", path, engine, args.threads)
-                   for engine in ("onnxruntime", "numpy")]
-        result = _common.measure(targets, warmup=args.warmup, runs=args.runs)
-        ort, numpy_row = result.row(f"{name} onnxruntime"), result.row(f"{name} numpy")
-        row = {"model": name, "onnxruntime_p50_ms": ort["p50_ms"], "numpy_p50_ms": numpy_row["p50_ms"],
-               "ratio": result.ratio(f"{name} numpy", f"{name} onnxruntime"), "numpy_init_ms": numpy_row["init_ms"],
-               "onnxruntime_init_ms": ort["init_ms"], "runs": numpy_row["runs"]}
-        rows.append(row)
-        reports[name] = result.report
-        print(f"{name}: onnxruntime {row['onnxruntime_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms "
-              f"(p50, batch 1, {args.threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower [SIMD: {flags}]",
-              flush=True)
+    for threads in args.threads:
+        for name, path in paths.items():
+            targets = [_common.runtime_target(f"{name} {engine} {threads}t", path, engine, threads)
+                       for engine in ("onnxruntime", "numpy")]
+            result = _common.measure(targets, warmup=args.warmup, runs=args.runs, progress=False)
+            ort, numpy_row = result.row(f"{name} onnxruntime {threads}t"), result.row(f"{name} numpy {threads}t")
+            row = {"model": name, "threads": threads, "onnxruntime_p50_ms": ort["p50_ms"],
+                   "numpy_p50_ms": numpy_row["p50_ms"],
+                   "ratio": result.ratio(f"{name} numpy {threads}t", f"{name} onnxruntime {threads}t"),
+                   "numpy_init_ms": numpy_row["init_ms"], "onnxruntime_init_ms": ort["init_ms"],
+                   "runs": numpy_row["runs"]}
+            rows.append(row)
+            reports[f"{name} {threads}t"] = result.report
+            print(f"{name}: onnxruntime {row['onnxruntime_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms "
+                  f"(p50, batch 1, {threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower [SIMD: {flags}]",
+                  flush=True)
 
     _common.save_json("numpy_backend", {"threads": args.threads, "simd": flags, "rows": rows, "reports": reports})
     table = _common.markdown_table(rows, [
-        ("model", "model (ONNX)"), ("onnxruntime_p50_ms", "onnxruntime p50 ms"),
+        ("model", "model (ONNX)"), ("threads", "threads"), ("onnxruntime_p50_ms", "onnxruntime p50 ms"),
         ("numpy_p50_ms", "numpy p50 ms"), ("ratio", "numpy / onnxruntime"),
         ("onnxruntime_init_ms", "onnxruntime load ms"), ("numpy_init_ms", "numpy load ms"), ("runs", "runs")])
-    body = (f"{table}\n\n{_common.environment_line(next(iter(reports.values())), args.threads)} "
+    threads_args = " ".join(str(t) for t in args.threads)
+    body = (f"{table}\n\n{_common.environment_line(next(iter(reports.values())), max(args.threads))} "
             f"CPU SIMD (numpy's detection): {flags}. "
-            f"Command: `.venv/bin/python benchmarks/numpy_backend.py --threads {args.threads} --runs {args.runs}"
-            f"{' --no-tiny' if args.no_tiny else ''}`.")
+            f"Command: `.venv/bin/python benchmarks/numpy_backend.py --threads {threads_args} --runs {args.runs}"
+            f"{' --no-tiny' if args.no_tiny else ''}`.\n\n{EXPLANATION}")
     print(body)
     if not args.no_docs:
         _common.update_docs_section("numpy-backend", body, _common.ROOT / "docs" / "install.md")

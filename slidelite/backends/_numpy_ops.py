@@ -1,15 +1,14 @@
-"""numpy kernels for the ONNX operators of slidelite's fp32 models (the numpy backend's op set).
+"""The numpy backend's op registry and its core kernels: the ops of slidelite's own exports (Conv, Gemm,
+MatMul, LayerNormalization, Gelu, Softmax, shape arithmetic...).
 
-Each operator is a *factory* registered with :func:`_op`: it receives the node (attributes, input and
-output names) and the constant value of each input (None for inputs only known at run time) and returns
-a *kernel*, a pure
-function of the node's inputs (``None`` for omitted optional inputs) that returns one array or a tuple.
-Factories do the per-model work once at load (weight layout for Conv/Gemm, attribute parsing); kernels
-never modify their inputs, so one loaded graph can run in several threads at once.
-
-The set is exactly what the converter's exports use (see docs/install.md): the legacy TorchScript
-exporter at opset 17 and the dynamo exporter at opset 20, before and after onnxslim, for Slide-Swin and
-EfficientNet-Lite0, plus the runtime tests' fixture classifier.
+Each operator is a *factory* registered with :func:`register_op`: it receives the node (attributes, input
+and output names) and the constant value of each input (None for inputs only known at run time) and
+returns a *kernel*, a pure function of the node's inputs (``None`` for omitted optional inputs) that
+returns one array or a tuple. Factories do the per-model work once at load (weight layout for Conv/Gemm,
+attribute parsing) and refuse what they cannot run with :class:`OpError`; kernels never modify their
+inputs, so one loaded graph can run in several threads at once. More ops register themselves from
+:mod:`._numpy_math_ops`, :mod:`._numpy_index_ops`, :mod:`._numpy_nn_ops`, :mod:`._numpy_quant_ops` and
+:mod:`._numpy_conv_nhwc` (docs/install.md lists the whole set).
 """
 from __future__ import annotations
 

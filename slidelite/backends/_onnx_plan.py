@@ -21,7 +21,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ModelError
-from . import _numpy_conv_nhwc, _numpy_index_ops, _numpy_math_ops, _numpy_nn_ops, _numpy_quant_ops  # noqa: F401,E501  (register ops)
+from . import _numpy_conv_nhwc, _numpy_index_ops, _numpy_math_ops  # noqa: F401  (they register their ops)
+from . import _numpy_nn_ops, _numpy_quant_ops  # noqa: F401
 from ._numpy_ops import OPS, Kernel, OpError, op_key
 from ._onnx_fusion import fuse
 from ._onnx_reader import Graph, Model, Node, ValueInfo

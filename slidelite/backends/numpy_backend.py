@@ -2,11 +2,10 @@
 
 It needs nothing but numpy: the ONNX file is decoded by :mod:`._onnx_reader` (no ``onnx`` package),
 prepared once by :class:`._onnx_plan.OnnxPlan` (checks, constant folding, fusion, buffer lifetimes) and
-executed by the kernels of :mod:`._numpy_ops`, :mod:`._numpy_math_ops`, :mod:`._numpy_nn_ops` and
-:mod:`._numpy_quant_ops`, so slidelite works on platforms without an onnxruntime or LiteRT wheel (32-bit
-Raspberry Pi OS on any Python, Pyodide). It runs the converter's fp32, weight-only and int8 exports and
-the common float CNN/ViT ops (docs/install.md lists the op set); any other op, attribute or element type
-is refused at load, naming the node and op. ``run`` is a pure function of its input (``thread_safe``).
+executed by the kernels registered in :mod:`._numpy_ops` (and the modules it names), so slidelite works
+on platforms without an onnxruntime or LiteRT wheel (32-bit Raspberry Pi OS on any Python, Pyodide). It
+runs the converter's fp32, weight-only and int8 exports and the common float CNN/ViT ops (docs/install.md
+lists the op set); any other op, attribute or element type is refused at load, naming the node and op. ``run`` is a pure function of its input (``thread_safe``).
 ``threads`` sets the thread count of numpy's BLAS (:mod:`._blas_threads`).
 """
 from __future__ import annotations
