@@ -34,10 +34,10 @@ Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-
 skinny matrices), Slide-Swin is GEMMs at OpenBLAS speed (about half of the time), the Slide attention's
 shift convolutions (im2col + one small GEMM per channel), Gelu's erf polynomial and the copies behind
 Reshape/Transpose; the Fashion-MNIST micro model is small enough that per-node Python overhead counts.
-With more than one thread only products of at least 2**25 multiply-adds run multi-threaded in OpenBLAS;
-every other numpy kernel runs on one core, while onnxruntime parallelizes every op, so the numpy backend
-gains less from a second thread. On this 2-core VM other jobs share the cores (see the load average), which
-hurts whichever engine waits on a second thread."""
+With more than one thread the numpy backend splits only large products (by rows), depthwise-convolution
+bands and the blocked elementwise kernels over its threads; the other kernels run on one core, while
+onnxruntime parallelizes every op. On this 2-core VM other jobs share the cores (see the load average),
+which hurts whichever engine waits on a second thread."""
 
 
 def exported(name: str) -> Path:

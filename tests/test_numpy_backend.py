@@ -384,28 +384,31 @@ def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) ->
                                atol=1e-5)
 
 
-def test_threads_set_numpy_blas_thread_count(tmp_path: Path) -> None:
-    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS): large products
-    run on that many threads, everything else on one."""
+def test_threads_split_large_products_and_set_numpy_blas_threads(tmp_path: Path) -> None:
+    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS): it stays at one
+    thread; a large product by a matrix is split by rows over ``threads`` threads, a large batched product runs
+    on ``threads`` OpenBLAS threads, small products on one."""
     from slidelite.backends import _blas_threads
 
     path = make_fixture_onnx(tmp_path / "fixture.onnx")
-    seen = []
     a = np.ones((512, 256), np.float32)
     b = np.ones((256, _blas_threads.PARALLEL_MIN_MACS // (512 * 256)), np.float32)
-    setter = _blas_threads._function(_blas_threads._SETTERS)
-    assert setter is not None, "numpy's OpenBLAS was not found"
+    assert _blas_threads._function(_blas_threads._SETTERS) is not None, "numpy's OpenBLAS was not found"
+    original = np.matmul
     try:
         for threads in (2, 3, 1):
             create_backend(open_model_file(path), "numpy", threads=threads)
             assert _blas_threads.requested_blas_threads() == threads and _blas_threads.blas_threads() == 1
-            original = np.matmul
-            np.matmul = lambda x, y: (seen.append(_blas_threads.blas_threads()), original(x, y))[1]  # type: ignore
-            try:
-                np.testing.assert_array_equal(_blas_threads.blas_matmul(a, b), original(a, b))
-                _blas_threads.blas_matmul(a[:8], b)  # small: one thread
-            finally:
-                np.matmul = original
-            assert seen[-2:] == [threads, 1] and _blas_threads.blas_threads() == 1
+            seen: list = []
+            np.matmul = lambda x, y, **kw: (seen.append((x.shape[0], _blas_threads.blas_threads())),  # type: ignore
+                                            original(x, y, **kw))[1]
+            np.testing.assert_array_equal(_blas_threads.blas_matmul(a, b), original(a, b))
+            assert sorted(seen) == [(512 * i // threads - 512 * (i - 1) // threads, 1) for i in range(1, threads + 1)]
+            seen.clear()
+            _blas_threads.blas_matmul(a[None], b[None])  # batched: OpenBLAS's own threads
+            _blas_threads.blas_matmul(a[:8], b)  # small: one thread
+            np.matmul = original
+            assert [t for _, t in seen] == [threads, 1] and _blas_threads.blas_threads() == 1
     finally:
+        np.matmul = original
         _blas_threads.set_blas_threads(1)

@@ -111,3 +111,29 @@ def test_cache_blocked_kernels_match_onnxruntime_on_large_tensors(tmp_path: Path
     path = _save(tmp_path / "op.onnx", [node], [1, 3136, 96], extra, ["y"])
     _, got, want = _both(path, _f32(1, 3136, 96, scale=2.0))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # float32 means over up to 300k elements
+
+
+def test_two_threads_split_products_bands_and_blocks_without_changing_results(tmp_path: Path) -> None:
+    """threads=2: a product above the threading threshold is split by rows over two threads, depthwise bands
+    and elementwise blocks are shared; the results equal onnxruntime's and the one-thread run's."""
+    from slidelite.backends._blas_threads import PARALLEL_MIN_MACS
+
+    nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=32, pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["m"]), helper.make_node("Gelu", ["m"], ["y"])]
+    inits = {"dw": _f32(32, 1, 3, 3), "shape": np.array([1, 96 * 96, 32], np.int64), "w": _f32(32, 384, scale=0.2)}
+    assert 96 * 96 * 32 * 384 >= PARALLEL_MIN_MACS
+    path = _save(tmp_path / "par.onnx", nodes, [1, 32, 96, 96], inits, ["y"])
+    x = _f32(1, 32, 96, 96)
+    model_file = open_model_file(path)
+    try:
+        two = create_backend(model_file, "numpy", threads=2).run(x)
+        one = create_backend(model_file, "numpy", threads=1).run(x)
+    finally:
+        from slidelite.backends._blas_threads import set_blas_threads
+
+        set_blas_threads(1)
+    want = create_backend(model_file, "onnxruntime", threads=1).run(x)
+    np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(two, want, rtol=1e-4, atol=1e-4)

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ._blas_threads import blas_matmul
+from ._blas_threads import blas_matmul, parallel_ranges
 from ._numpy_ops import BLOCK, OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
 from ._onnx_reader import Node
 
@@ -67,13 +67,20 @@ class ConvNhwc:
         return apply_activation(out, self.activation)
 
     def _depthwise(self, x: np.ndarray, oh: int, ow: int) -> np.ndarray:
-        """Multiply-add per tap, a band of output rows at a time so the passes stay in the cache."""
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        """Multiply-add per tap, a band of output rows at a time so the passes stay in the cache; the bands
+        are shared among the requested threads."""
         n, c = x.shape[0], x.shape[3]
         out = np.empty((n, oh, ow, c), x.dtype)
         band = max(1, BLOCK // max(n * ow * c, 1))
+        parallel_ranges(-(-oh // band), lambda lo, hi: self._bands(x, out, band, lo, hi))
+        return out
+
+    def _bands(self, x: np.ndarray, out: np.ndarray, band: int, first: int, last: int) -> None:
+        """Depthwise output bands ``first..last-1`` (of ``band`` rows each) into ``out``."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        n, oh, ow, c = out.shape
         scratch = np.empty((n, band, ow, c), x.dtype)
-        for r0 in range(0, oh, band):
+        for r0 in range(first * band, min(last * band, oh), band):
             rows = min(band, oh - r0)
             target, tmp = out[:, r0:r0 + rows], scratch[:, :rows]
             for tap, (ky, kx) in enumerate((ky, kx) for ky in range(kh) for kx in range(kw)):
@@ -87,7 +94,6 @@ class ConvNhwc:
             if self.bias is not None:
                 target += self.bias
             apply_activation(target, self.activation)
-        return out
 
     def _gemm(self, windows: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
         cols = windows[0] if len(windows) == 1 else np.concatenate(windows, axis=3)
