@@ -107,6 +107,12 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _pools[0][1]
 
 
+def _quiet(work: Callable[[int, int], None], lo: int, hi: int) -> None:
+    """Run ``work`` with floating-point warnings off, as the plan's own thread does (errstate is per thread)."""
+    with np.errstate(all="ignore"):
+        work(lo, hi)
+
+
 def parallel_ranges(count: int, work: Callable[[int, int], None], min_count: int = 2) -> None:
     """Call ``work(lo, hi)`` on contiguous ranges covering ``range(count)``, one per requested thread (the
     caller's thread does the first; numpy releases the GIL in its loops). One range when ``threads`` is 1
@@ -116,7 +122,7 @@ def parallel_ranges(count: int, work: Callable[[int, int], None], min_count: int
         work(0, count)
         return
     bounds = [count * i // threads for i in range(threads + 1)]
-    jobs = [_pool(_requested[0]).submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    jobs = [_pool(_requested[0]).submit(_quiet, work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     work(bounds[0], bounds[1])
     for job in jobs:
         job.result()
