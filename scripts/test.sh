@@ -12,4 +12,6 @@ $PY -m pip install -q -e ".[dev,convert,onnx,litert,camera,plot]"
 # the TFLite toolchain: litert-torch in .venv, and .venv-tflite (numpy<2) for tflite-support's metadata
 # writer, tflite-runtime and MediaPipe Tasks (see the script's header)
 ./scripts/setup_tflite.sh
+# the ONNX project's backend node tests (pinned onnx 1.18.0 wheel, sha256-checked) for the numpy backend
+$PY scripts/fetch_onnx_node_tests.py
 exec $PY -m pytest -n 2 "$@"

@@ -277,13 +277,13 @@ def _tiny_model(path: Path, nodes: list, opset: int = 17, inits: "list | None" =
 
 
 def test_unsupported_op_is_refused_naming_it(tmp_path: Path) -> None:
-    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("HardSwish", ["x"], ["y"])])
+    path = _tiny_model(tmp_path / "model.onnx", [helper.make_node("LpNormalization", ["x"], ["y"], name="norm")])
     model_file = open_model_file(path)
     assert create_backend(model_file, "onnxruntime", threads=1).run(np.ones((1, 4), np.float32)).shape == (1, 4)
     with pytest.raises(ModelError) as caught:
         create_backend(model_file, "numpy", threads=1)
-    assert str(caught.value) == (f"{path} uses ONNX op 'HardSwish' which the numpy backend does not implement; "
-                                 'install onnxruntime: pip install "slidelite[onnx]"')
+    assert str(caught.value) == (f"{path}: node 'norm' uses ONNX op 'LpNormalization' which the numpy backend does "
+                                 'not implement; install onnxruntime: pip install "slidelite[onnx]"')
 
 
 def test_contrib_domain_op_and_old_opset_are_refused(tmp_path: Path) -> None:
@@ -382,3 +382,33 @@ def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) ->
     assert [c["label"] for c in got["categories"]] == [c["label"] for c in want["categories"]]
     np.testing.assert_allclose([c["score"] for c in got["categories"]], [c["score"] for c in want["categories"]],
                                atol=1e-5)
+
+
+def test_threads_split_large_products_and_set_numpy_blas_threads(tmp_path: Path) -> None:
+    """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS): it stays at one
+    thread; a large product by a matrix is split by rows over ``threads`` threads, a large batched product runs
+    on ``threads`` OpenBLAS threads, small products on one."""
+    from slidelite.backends import _blas_threads
+
+    path = make_fixture_onnx(tmp_path / "fixture.onnx")
+    a = np.ones((512, 256), np.float32)
+    b = np.ones((256, _blas_threads.PARALLEL_MIN_MACS // (512 * 256)), np.float32)
+    assert _blas_threads._function(_blas_threads._SETTERS) is not None, "numpy's OpenBLAS was not found"
+    original = np.matmul
+    try:
+        for threads in (2, 3, 1):
+            create_backend(open_model_file(path), "numpy", threads=threads)
+            assert _blas_threads.requested_blas_threads() == threads and _blas_threads.blas_threads() == 1
+            seen: list = []
+            np.matmul = lambda x, y, **kw: (seen.append((x.shape[0], _blas_threads.blas_threads())),  # type: ignore
+                                            original(x, y, **kw))[1]
+            np.testing.assert_array_equal(_blas_threads.blas_matmul(a, b), original(a, b))
+            assert sorted(seen) == [(512 * i // threads - 512 * (i - 1) // threads, 1) for i in range(1, threads + 1)]
+            seen.clear()
+            _blas_threads.blas_matmul(a[None], b[None])  # batched: OpenBLAS's own threads
+            _blas_threads.blas_matmul(a[:8], b)  # small: one thread
+            np.matmul = original
+            assert [t for _, t in seen] == [threads, 1] and _blas_threads.blas_threads() == 1
+    finally:
+        np.matmul = original
+        _blas_threads.set_blas_threads(1)

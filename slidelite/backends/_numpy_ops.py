@@ -1,15 +1,14 @@
-"""numpy kernels for the ONNX operators of slidelite's fp32 models (the numpy backend's op set).
+"""The numpy backend's op registry and its core kernels: the ops of slidelite's own exports (Conv, Gemm,
+MatMul, LayerNormalization, Gelu, Softmax, shape arithmetic...).
 
-Each operator is a *factory* registered with :func:`_op`: it receives the node (attributes, input and
-output names) and the constant value of each input (None for inputs only known at run time) and returns
-a *kernel*, a pure
-function of the node's inputs (``None`` for omitted optional inputs) that returns one array or a tuple.
-Factories do the per-model work once at load (weight layout for Conv/Gemm, attribute parsing); kernels
-never modify their inputs, so one loaded graph can run in several threads at once.
-
-The set is exactly what the converter's exports use (see docs/install.md): the legacy TorchScript
-exporter at opset 17 and the dynamo exporter at opset 20, before and after onnxslim, for Slide-Swin and
-EfficientNet-Lite0, plus the runtime tests' fixture classifier.
+Each operator is a *factory* registered with :func:`register_op`: it receives the node (attributes, input
+and output names) and the constant value of each input (None for inputs only known at run time) and
+returns a *kernel*, a pure function of the node's inputs (``None`` for omitted optional inputs) that
+returns one array or a tuple. Factories do the per-model work once at load (weight layout for Conv/Gemm,
+attribute parsing) and refuse what they cannot run with :class:`OpError`; kernels never modify their
+inputs, so one loaded graph can run in several threads at once. More ops register themselves from
+:mod:`._numpy_math_ops`, :mod:`._numpy_index_ops`, :mod:`._numpy_nn_ops`, :mod:`._numpy_quant_ops` and
+:mod:`._numpy_conv_nhwc` (docs/install.md lists the whole set).
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._blas_threads import blas_matmul, parallel_ranges
 from ._onnx_reader import Node
 
 Attrs = Dict[str, Any]
@@ -25,11 +25,11 @@ Result = Union[np.ndarray, Tuple[np.ndarray, ...]]
 Kernel = Callable[..., Result]
 Factory = Callable[[Node, Consts], Kernel]
 
-#: op_type -> factory; the numpy backend refuses every other op.
+#: op key (:func:`op_key`) -> factory; the numpy backend refuses every other op.
 OPS: Dict[str, Factory] = {}
 
 # TensorProto.DataType codes of Cast's ``to`` attribute
-_CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+CAST_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
                9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
 
 
@@ -37,7 +37,12 @@ class OpError(ValueError):
     """A node's attributes or inputs are outside what the kernel supports (message names the problem)."""
 
 
-def _op(*names: str) -> Callable[[Factory], Factory]:
+def op_key(node: Node) -> str:
+    """The registry key of a node's op: ``op_type`` in the default domain, else ``domain.op_type``."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def register_op(*names: str) -> Callable[[Factory], Factory]:
     """Register a factory under one or more op types."""
 
     def register(factory: Factory) -> Factory:
@@ -48,18 +53,83 @@ def _op(*names: str) -> Callable[[Factory], Factory]:
     return register
 
 
-def _simple(name: str, fn: Callable[..., np.ndarray]) -> None:
+def register_simple(name: str, fn: Callable[..., np.ndarray]) -> None:
     """Register an op whose kernel ignores attributes."""
     OPS[name] = lambda node, consts: fn
 
 
-def _ints(values: Optional[np.ndarray]) -> List[int]:
+def int_list(values: Optional[np.ndarray]) -> List[int]:
     return [] if values is None else [int(v) for v in np.asarray(values).reshape(-1)]
 
 
-def _text(attrs: Attrs, key: str, default: str) -> str:
+def text_attr(attrs: Attrs, key: str, default: str) -> str:
     value = attrs.get(key, default)
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def apply_activation(out: np.ndarray, activation: Optional[tuple]) -> np.ndarray:
+    """Apply a fused activation (``("clip", lo, hi)``, from :mod:`._onnx_fusion`) to ``out`` in place."""
+    if activation is not None:
+        _, lo, hi = activation
+        if hi is None:
+            np.maximum(out, out.dtype.type(lo), out=out)
+        elif lo is None:
+            np.minimum(out, out.dtype.type(hi), out=out)
+        else:
+            np.clip(out, out.dtype.type(lo), out.dtype.type(hi), out=out)
+    return out
+
+
+#: elements per block of the cache-blocked kernels: several passes over a 256 KB block stay in the L2 cache
+BLOCK = 65536
+
+
+def blocked(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """An elementwise multi-pass kernel run block by block (same result, ~2x faster on large tensors); the
+    blocks are shared among the requested threads."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.size <= BLOCK:
+            return fn(x)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        first = fn(flat[:BLOCK])
+        out = np.empty(flat.shape, first.dtype)
+        out[:BLOCK] = first
+
+        def blocks(lo: int, hi: int) -> None:
+            for start in range(lo * BLOCK, min(hi * BLOCK, flat.size), BLOCK):
+                out[start:start + BLOCK] = fn(flat[start:start + BLOCK])
+
+        parallel_ranges(-(-flat.size // BLOCK) - 1, lambda lo, hi: blocks(lo + 1, hi + 1))
+        return out.reshape(x.shape)
+
+    return run
+
+
+def blocked_rows(fn: Callable[..., np.ndarray], x: np.ndarray, inner: int, *args: Any) -> np.ndarray:
+    """Run a row-wise kernel (rows of ``inner`` trailing elements) on blocks of rows, as :func:`blocked`."""
+    rows = x.size // max(inner, 1)
+    step = max(BLOCK // max(inner, 1), 1)
+    if rows <= step:
+        return fn(x, *args)
+    flat = np.ascontiguousarray(x).reshape((rows,) + x.shape[x.ndim - _trailing(x.shape, inner):])
+    out = np.empty(flat.shape, x.dtype)
+
+    def blocks(lo: int, hi: int) -> None:
+        for start in range(lo * step, min(hi * step, rows), step):
+            out[start:start + step] = fn(flat[start:start + step], *args)
+
+    parallel_ranges(-(-rows // step), blocks)
+    return out.reshape(x.shape)
+
+
+def _trailing(shape: Tuple[int, ...], inner: int) -> int:
+    """How many trailing axes of ``shape`` multiply to ``inner``."""
+    count, size = 0, 1
+    while size < inner and count < len(shape):
+        count += 1
+        size *= shape[-count]
+    return count
 
 
 # --------------------------------------------------------------------------------------------- elementwise
@@ -78,18 +148,18 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Neg": np.negative,
                    "Identity": lambda x: x,
-                   "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "MatMul": np.matmul, "Equal": np.equal,
+                   "Relu": lambda x: np.maximum(x, x.dtype.type(0)), "Equal": np.equal,
                    "Where": np.where}.items():
-    _simple(_name, _fn)
+    register_simple(_name, _fn)
 
 
-@_op("Mod")
+@register_op("Mod")
 def _mod(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     return np.fmod if attrs.get("fmod", 0) else np.mod
 
 
-@_op("Clip")
+@register_op("Clip")
 def _clip(node: Node, consts: Consts) -> Kernel:
     def clip(x: np.ndarray, lo: Optional[np.ndarray] = None, hi: Optional[np.ndarray] = None) -> np.ndarray:
         if lo is None and hi is None:
@@ -127,18 +197,18 @@ def _horner(z: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return out
 
 
-_simple("Erf", erf)
+register_simple("Erf", blocked(erf))
 
 
-@_op("Gelu")
+@register_op("Gelu")
 def _gelu(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
-    if _text(attrs, "approximate", "none") == "tanh":
+    if text_attr(attrs, "approximate", "none") == "tanh":
         def gelu_tanh(x: np.ndarray) -> np.ndarray:
             inner = np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x))
             return np.float32(0.5) * x * (inner + np.float32(1.0))
 
-        return gelu_tanh
+        return blocked(gelu_tanh)
 
     def gelu(x: np.ndarray) -> np.ndarray:
         out = erf(x * x.dtype.type(0.7071067811865476))
@@ -147,68 +217,58 @@ def _gelu(node: Node, consts: Consts) -> Kernel:
         out *= 0.5
         return out
 
-    return gelu
+    return blocked(gelu)
 
 
-@_op("Cast")
+@register_op("Cast")
 def _cast(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     to = attrs.get("to")
-    if to not in _CAST_TYPES:
+    if to not in CAST_TYPES:
         raise OpError(f"Cast to ONNX type {to} is not supported")
-    dtype = _CAST_TYPES[to]
+    dtype = CAST_TYPES[to]
     return lambda x: x.astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------- reductions, norms
 
-def _axes(attrs: Attrs, axes_input: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
+def reduce_axes(attrs: Attrs, axes_input: Optional[np.ndarray]) -> Optional[Tuple[int, ...]]:
     """Axes from the attribute (older opsets) or the input (newer ones); None = all axes."""
     axes = attrs.get("axes")
     if axes is None and axes_input is not None:
-        axes = _ints(axes_input)
+        axes = int_list(axes_input)
     return None if axes is None else tuple(axes)
 
 
-@_op("ReduceMean")
-def _reduce_mean(node: Node, consts: Consts) -> Kernel:
-    attrs = node.attributes
-    keepdims = bool(attrs.get("keepdims", 1))
-    noop = bool(attrs.get("noop_with_empty_axes", 0))
-
-    def reduce_mean(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
-        chosen = _axes(attrs, axes)
-        if chosen == () and noop:
-            return x
-        return np.mean(x, axis=chosen or None, keepdims=keepdims)
-
-    return reduce_mean
+register_simple("GlobalAveragePool", lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True))
 
 
-_simple("GlobalAveragePool", lambda x: np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True))
-
-
-@_op("Softmax")
+@register_op("Softmax")
 def _softmax(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", -1)
 
-    def softmax(x: np.ndarray) -> np.ndarray:
+    def softmax_rows(x: np.ndarray) -> np.ndarray:
         out = x - np.max(x, axis=axis, keepdims=True)
         np.exp(out, out=out)
         out /= np.sum(out, axis=axis, keepdims=True)
         return out
 
+    def softmax(x: np.ndarray) -> np.ndarray:
+        if axis % x.ndim != x.ndim - 1:
+            return softmax_rows(x)
+        return blocked_rows(softmax_rows, x, x.shape[-1])
+
     return softmax
 
 
-@_op("LayerNormalization")
+@register_op("LayerNormalization")
 def _layer_norm(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis, eps = attrs.get("axis", -1), attrs.get("epsilon", 1e-5)
 
-    def layer_norm(x: np.ndarray, scale: np.ndarray, bias: Optional[np.ndarray] = None) -> Result:
-        axes = tuple(range(axis % x.ndim, x.ndim))
+    def layer_norm(x: np.ndarray, scale: np.ndarray, bias: Optional[np.ndarray] = None, start: int = axis) -> Result:
+        axes = tuple(range(start % x.ndim, x.ndim))
         mean = np.mean(x, axis=axes, keepdims=True)
         centred = x - mean
         inv_std = 1.0 / np.sqrt(np.mean(centred * centred, axis=axes, keepdims=True) + x.dtype.type(eps))
@@ -218,12 +278,34 @@ def _layer_norm(node: Node, consts: Consts) -> Kernel:
             y += bias
         return y, mean, inv_std
 
-    return layer_norm
+    if len([o for o in node.outputs if o]) > 1:
+        return layer_norm
+
+    def normalized(x: np.ndarray, scale: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        start = axis % x.ndim - x.ndim  # counted from the end: the row blocks have fewer leading axes
+        return blocked_rows(lambda rows: layer_norm(rows, scale, bias, start)[0], x, int(np.prod(x.shape[start:])))
+
+    return normalized
 
 
 # --------------------------------------------------------------------------------------------- linear algebra
 
-@_op("Gemm")
+@register_op("MatMul")
+def _matmul(node: Node, consts: Consts) -> Kernel:
+    bias, activation = node.attributes.get("_bias"), node.attributes.get("_activation")
+    if bias is None and activation is None:
+        return blas_matmul
+
+    def matmul_bias(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = blas_matmul(a, b)
+        if bias is not None:
+            out += bias
+        return apply_activation(out, activation)
+
+    return matmul_bias
+
+
+@register_op("Gemm")
 def _gemm(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
@@ -239,21 +321,22 @@ def _gemm(node: Node, consts: Consts) -> Kernel:
     def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray] = None) -> np.ndarray:
         a = a.T if trans_a else a
         if b_const is not None:
-            out = a @ b_const
+            out = blas_matmul(a, b_const)
         else:
-            out = a @ (b.T if trans_b else b)
+            out = blas_matmul(a, b.T if trans_b else b)
             out = out * out.dtype.type(alpha) if alpha != 1.0 else out
         if c is not None:
             out += c_const if c_const is not None else c * c.dtype.type(beta)
-        return out
+        return apply_activation(out, activation)
 
+    activation = attrs.get("_activation")
     return gemm
 
 
-def _conv_pads(attrs: Attrs, in_hw: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+def conv_pads(attrs: Attrs, in_hw: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                dilations: Sequence[int]) -> Tuple[int, int, int, int]:
     """(top, left, bottom, right) padding from ``pads`` or ``auto_pad``."""
-    auto_pad = _text(attrs, "auto_pad", "NOTSET")
+    auto_pad = text_attr(attrs, "auto_pad", "NOTSET")
     if auto_pad in ("NOTSET", "VALID"):
         pads = attrs.get("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
         return pads[0], pads[1], pads[2], pads[3]
@@ -269,10 +352,11 @@ class Conv2d:
     """A 2-D convolution with constant weights, prepared once for the fastest numpy formulation.
 
     * 1x1 kernels: one batched matmul (``W @ x`` over flattened pixels);
-    * depthwise (one input channel per group, any channel multiplier): a multiply-add per kernel tap over
+    * depthwise with channel multiplier 1: a multiply-add per kernel tap over
       the flattened padded image, where each tap is a contiguous shifted window (strided convs are
       split into ``stride**2`` phase images first, so every tap is still a contiguous shift);
-    * everything else: im2col (strided views stacked once per call) and one matmul per group.
+    * everything else (also depthwise with a channel multiplier > 1): im2col (strided views stacked once
+      per call) and one matmul per group.
     """
 
     def __init__(self, attrs: Attrs, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
@@ -287,7 +371,10 @@ class Conv2d:
         self.strides = tuple(attrs.get("strides", [1, 1]))
         self.dilations = tuple(attrs.get("dilations", [1, 1]))
         self.bias = None if bias is None else bias.reshape(1, -1, 1, 1).astype(weight.dtype)
-        self.depthwise = self.group_in == 1 and self.groups > 1
+        self.activation = attrs.get("_activation")
+        # channel multiplier 1: a multiply-add per tap; with more outputs per channel (the Slide attention's
+        # shift convolutions: 9), im2col and a batched (m, taps) @ (taps, pixels) matmul per channel is cheaper
+        self.depthwise = self.group_in == 1 and 1 < self.groups == self.out_channels
         if self.depthwise:  # per tap (1, C, m, 1): out[:, c, j] += w[c*m + j] * x[:, c]
             multiplier = self.out_channels // self.groups
             taps = weight.reshape(self.groups, multiplier, kh * kw).transpose(2, 0, 1)
@@ -299,33 +386,35 @@ class Conv2d:
         if x.ndim != 4 or x.shape[1] != self.group_in * self.groups:
             raise OpError(f"Conv expects (N, {self.group_in * self.groups}, H, W) input, got {tuple(x.shape)}")
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
-        top, left, bottom, right = _conv_pads(self.attrs, x.shape[2:], self.kernel, self.strides, self.dilations)
+        top, left, bottom, right = conv_pads(self.attrs, x.shape[2:], self.kernel, self.strides, self.dilations)
         h, w = x.shape[2] + top + bottom, x.shape[3] + left + right
         oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
         if oh <= 0 or ow <= 0:
             raise OpError(f"Conv input {h}x{w} (padded) is smaller than its {kh}x{kw} kernel")
-        if self.depthwise:
+        if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not (top or left or bottom or right):
+            out = blas_matmul(self.matrix, x.reshape(x.shape[0], self.groups, self.group_in, -1))
+            out = out.reshape(x.shape[0], self.out_channels, oh, ow)
+        else:
             # one spare row per phase keeps the last tap's flat window inside the buffer
             x = np.pad(x, ((0, 0), (0, 0), (top, bottom + sh), (left, right)))
-            out = self._depthwise(x, oh, ow)
-        else:
-            if top or left or bottom or right:
-                x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-            taps = [x[:, :, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
-                    for ky in range(kh) for kx in range(kw)]
-            out = self._matmul(taps, x.shape[0], oh, ow)
+            windows, phase_w = self._windows(x, oh)
+            flat = self._depthwise(windows) if self.depthwise else self._im2col(windows)
+            # the columns past ``ow`` are the padding's: a view crops them (the next op copies if it must)
+            out = flat.reshape(x.shape[0], self.out_channels, oh, phase_w)[..., :ow]
         if self.bias is not None:
             out += self.bias
-        return out
+        return apply_activation(out, self.activation)
 
-    def _depthwise(self, x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    def _windows(self, x: np.ndarray, oh: int) -> Tuple[List[np.ndarray], int]:
+        """Per kernel tap, the (N, C, 1, oh * phase_w) window of the flattened padded image it reads: a
+        contiguous shift (strided convs are split into ``stride**2`` phase images first)."""
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         n, c = x.shape[:2]
         phase_h, phase_w = -(-x.shape[2] // sh), -(-x.shape[3] // sw)
         phases: Dict[Tuple[int, int], np.ndarray] = {}
         length = oh * phase_w
-        out = scratch = None
-        for tap, (ky, kx) in enumerate((ky, kx) for ky in range(kh) for kx in range(kw)):
+        windows = []
+        for ky, kx in ((ky, kx) for ky in range(kh) for kx in range(kw)):
             y0, x0 = ky * dh, kx * dw
             key = (y0 % sh, x0 % sw)
             if key not in phases:
@@ -336,26 +425,24 @@ class Conv2d:
                     view = phase
                 phases[key] = view.reshape(n, c, 1, phase_h * phase_w)
             shift = (y0 // sh) * phase_w + x0 // sw
-            window = phases[key][..., shift:shift + length]
-            if out is None:
-                out = np.multiply(window, self.taps[tap])
-                scratch = np.empty_like(out)
-            else:
-                np.multiply(window, self.taps[tap], out=scratch)
-                out += scratch
-        assert out is not None
-        return np.ascontiguousarray(out.reshape(n, self.out_channels, oh, phase_w)[..., :ow])
+            windows.append(phases[key][..., shift:shift + length])
+        return windows, phase_w
 
-    def _matmul(self, taps: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
-        g, cg = self.groups, self.group_in
-        if len(taps) == 1:
-            cols = taps[0].reshape(n, g, cg, oh * ow)
-        else:
-            cols = np.stack(taps, axis=2).reshape(n, g, cg * len(taps), oh * ow)
-        return np.matmul(self.matrix, cols).reshape(n, self.out_channels, oh, ow)
+    def _depthwise(self, windows: List[np.ndarray]) -> np.ndarray:
+        out = np.multiply(windows[0], self.taps[0])
+        scratch = np.empty_like(out)
+        for window, tap in zip(windows[1:], self.taps[1:]):
+            np.multiply(window, tap, out=scratch)
+            out += scratch
+        return out
+
+    def _im2col(self, windows: List[np.ndarray]) -> np.ndarray:
+        n, c, _, length = windows[0].shape
+        cols = np.concatenate(windows, axis=2).reshape(n, self.groups, self.group_in * len(windows), length)
+        return blas_matmul(self.matrix, cols)
 
 
-@_op("Conv")
+@register_op("Conv")
 def _conv(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     weight = consts[1]
@@ -372,29 +459,32 @@ def _conv(node: Node, consts: Consts) -> Kernel:
 
 # --------------------------------------------------------------------------------------------- shapes, layout
 
-@_op("Reshape")
+@register_op("Reshape")
 def _reshape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     allow_zero = bool(attrs.get("allowzero", 0))
 
     def reshape(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        dims = _ints(shape)
+        dims = int_list(shape)
         if not allow_zero:
             dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         return x.reshape(dims)
 
+    if len(consts) > 1 and consts[1] is not None and (allow_zero or 0 not in int_list(consts[1])):
+        fixed = tuple(int_list(consts[1]))  # a constant target shape: parsed once
+        return lambda x, shape: x.reshape(fixed)
     return reshape
 
 
-@_op("Expand")
+@register_op("Expand")
 def _expand(node: Node, consts: Consts) -> Kernel:
     def expand(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(shape))))
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int_list(shape))))
 
     return expand
 
 
-@_op("Flatten")
+@register_op("Flatten")
 def _flatten(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 1)
@@ -406,56 +496,69 @@ def _flatten(node: Node, consts: Consts) -> Kernel:
     return flatten
 
 
-@_op("Transpose")
+@register_op("Transpose")
 def _transpose(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     perm = attrs.get("perm")
     return lambda x: np.transpose(x, perm)
 
 
-@_op("Unsqueeze")
+@register_op("Unsqueeze")
 def _unsqueeze(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     def unsqueeze(x: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
-        chosen = _axes(attrs, axes) or ()
+        chosen = reduce_axes(attrs, axes) or ()
         rank = x.ndim + len(chosen)
         return np.expand_dims(x, tuple(sorted(a % rank for a in chosen)))
 
     return unsqueeze
 
 
-@_op("Concat")
+@register_op("Concat")
 def _concat(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 0)
     return lambda *xs: np.concatenate([x for x in xs if x is not None], axis=axis)
 
 
-@_op("Slice")
+@register_op("Slice")
 def _slice(node: Node, consts: Consts) -> Kernel:
-    def slice_(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray] = None,
-               steps: Optional[np.ndarray] = None) -> np.ndarray:
-        begin, stop = _ints(starts), _ints(ends)
-        chosen = _ints(axes) if axes is not None else list(range(len(begin)))
-        step = _ints(steps) if steps is not None else [1] * len(begin)
-        index: List[Any] = [slice(None)] * x.ndim
+    def index(ndim: int, starts: np.ndarray, ends: np.ndarray, axes: Optional[np.ndarray],
+              steps: Optional[np.ndarray]) -> Tuple[Any, ...]:
+        begin, stop = int_list(starts), int_list(ends)
+        chosen = int_list(axes) if axes is not None else list(range(len(begin)))
+        step = int_list(steps) if steps is not None else [1] * len(begin)
+        where: List[Any] = [slice(None)] * ndim
         for a, b, e, s in zip(chosen, begin, stop, step):
             if s == 0:
                 raise OpError("Slice step 0")
-            index[a % x.ndim] = slice(b, e, s)
-        return x[tuple(index)]
+            where[a % ndim] = slice(b, e, s)
+        return tuple(where)
 
+    def slice_(x: np.ndarray, *params: Optional[np.ndarray]) -> np.ndarray:
+        return x[index(x.ndim, *params, *(None,) * (4 - len(params)))]
+
+    if all(c is not None or not name for c, name in zip(consts[1:], node.inputs[1:])):
+        cache: Dict[int, Tuple[Any, ...]] = {}  # constant parameters: the index per input rank, built once
+
+        def constant_slice(x: np.ndarray, *unused: Optional[np.ndarray]) -> np.ndarray:
+            where = cache.get(x.ndim)
+            if where is None:
+                where = cache.setdefault(x.ndim, index(x.ndim, *consts[1:], *(None,) * (5 - len(consts))))
+            return x[where]
+
+        return constant_slice
     return slice_
 
 
-@_op("Gather")
+@register_op("Gather")
 def _gather(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     axis = attrs.get("axis", 0)
     return lambda x, indices: np.take(x, indices.astype(np.int64, copy=False), axis=axis)
 
 
-@_op("GatherND")
+@register_op("GatherND")
 def _gather_nd(node: Node, consts: Consts) -> Kernel:
     if node.attributes.get("batch_dims", 0) != 0:
         raise OpError("GatherND with batch_dims > 0 is not supported")
@@ -466,17 +569,17 @@ def _gather_nd(node: Node, consts: Consts) -> Kernel:
     return gather_nd
 
 
-@_op("Pad")
+@register_op("Pad")
 def _pad(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
-    mode = _text(attrs, "mode", "constant")
+    mode = text_attr(attrs, "mode", "constant")
     if mode not in ("constant", "reflect", "edge"):
         raise OpError(f"Pad mode '{mode}' is not supported")
 
     def pad(x: np.ndarray, pads: Optional[np.ndarray] = None, value: Optional[np.ndarray] = None,
             axes: Optional[np.ndarray] = None) -> np.ndarray:
-        amounts = attrs.get("pads") or _ints(pads)
-        chosen = _ints(axes) if axes is not None else list(range(x.ndim))
+        amounts = attrs.get("pads") or int_list(pads)
+        chosen = int_list(axes) if axes is not None else list(range(x.ndim))
         width = [(0, 0)] * x.ndim
         for i, a in enumerate(chosen):
             width[a % x.ndim] = (amounts[i], amounts[i + len(chosen)])
@@ -492,14 +595,14 @@ def _pad(node: Node, consts: Consts) -> Kernel:
 
 # --------------------------------------------------------------------------------------------- shape tensors
 
-@_op("Shape")
+@register_op("Shape")
 def _shape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     start, end = attrs.get("start", 0), attrs.get("end")
     return lambda x: np.array(x.shape[start:end], dtype=np.int64)
 
 
-@_op("Constant")
+@register_op("Constant")
 def _constant(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     if "value" in attrs:
@@ -513,10 +616,10 @@ def _constant(node: Node, consts: Consts) -> Kernel:
     return lambda: value
 
 
-@_op("ConstantOfShape")
+@register_op("ConstantOfShape")
 def _constant_of_shape(node: Node, consts: Consts) -> Kernel:
     attrs = node.attributes
     value = np.asarray(attrs.get("value", np.zeros(1, np.float32))).reshape(-1)
     if value.size != 1:
         raise OpError("ConstantOfShape value must hold one element")
-    return lambda shape: np.full(_ints(shape), value[0], dtype=value.dtype)
+    return lambda shape: np.full(int_list(shape), value[0], dtype=value.dtype)

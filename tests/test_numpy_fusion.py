@@ -1,0 +1,139 @@
+"""The numpy backend's load-time rewrites (slidelite/backends/_onnx_fusion.py) and cache-blocked kernels:
+each fused graph gives onnxruntime's result and really runs fewer / channels-last steps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from slidelite.backends import create_backend
+from slidelite.model_file import open_model_file
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+RNG = np.random.default_rng(11)
+
+
+def _f32(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _save(path: Path, nodes: list, x_shape: List[int], inits: Dict[str, np.ndarray], outputs: List[str]) -> Path:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def _both(path: Path, x: np.ndarray):
+    model_file = open_model_file(path)
+    numpy_backend = create_backend(model_file, "numpy", threads=1)
+    return numpy_backend, numpy_backend.run(x), create_backend(model_file, "onnxruntime", threads=1).run(x)
+
+
+def _mobile_block(path: Path, extra_outputs: List[str]) -> Path:
+    """Conv3x3 s2 + BatchNorm + ReLU6, depthwise 3x3 + BatchNorm + ReLU, 1x1 projection, residual Add with a
+    constant per-channel Mul, spatial ReduceMean, then Flatten + Gemm (an NCHW-only consumer)."""
+    c = 8
+    bn = {f"{p}_{k}": v for p in ("bn1", "bn2") for k, v in
+          (("s", RNG.uniform(0.5, 1.5, c)), ("b", RNG.uniform(-0.3, 0.3, c)), ("m", RNG.uniform(-0.5, 0.5, c)),
+           ("v", RNG.uniform(0.5, 2.0, c)))}
+    inits = {"w1": _f32(c, 3, 3, 3, scale=0.3), "w2": _f32(c, 1, 3, 3, scale=0.3), "b2": _f32(c),
+             "w3": _f32(c, c, 1, 1, scale=0.3), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32),
+             "cm": _f32(1, c, 1, 1), "axes": np.array([2, 3], np.int64), "fc": _f32(c, 5), "fb": _f32(5),
+             **{k: v.astype(np.float32) for k, v in bn.items()}}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn1_s", "bn1_b", "bn1_m", "bn1_v"], ["n1"], epsilon=1e-3),
+        helper.make_node("Clip", ["n1", "lo", "hi"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], group=c, pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["n2"]),
+        helper.make_node("Relu", ["n2"], ["a2"]),
+        helper.make_node("Conv", ["a2", "w3"], ["c3"]),
+        helper.make_node("Mul", ["c3", "cm"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "a1"], ["res"]),
+        helper.make_node("ReduceMean", ["res", "axes"], ["pooled"], keepdims=1),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc", "fb"], ["y"]),
+    ]
+    return _save(path, nodes, ["N", 3, 15, 16], inits, ["y", *extra_outputs])
+
+
+def test_cnn_block_is_folded_fused_and_channels_last(tmp_path: Path) -> None:
+    backend, got, want = _both(_mobile_block(tmp_path / "block.onnx", []), _f32(2, 3, 15, 16))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    steps = backend._plan._steps
+    ops = [s.node.op_type for s in steps]
+    assert "BatchNormalization" not in ops and "Clip" not in ops and "Relu" not in ops
+    assert [s.node.attributes.get("_layout") for s in steps if s.node.op_type == "Conv"] == ["NHWC"] * 3
+    assert ops.count("Transpose") == 2  # into NHWC at the input, back to NCHW after the spatial mean
+
+
+def test_channels_last_tensor_that_is_a_graph_output_comes_back_nchw(tmp_path: Path) -> None:
+    """A fused conv's activation read by the graph output and by the next conv: both see NCHW values."""
+    path = _mobile_block(tmp_path / "block.onnx", ["a1", "res"])
+    x = _f32(1, 3, 15, 16)
+    model_file = open_model_file(path)
+    got = create_backend(model_file, "numpy", threads=1)._plan.run(x)
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_bias_and_relu_fuse(tmp_path: Path) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["b", "m"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    path = _save(tmp_path / "mm.onnx", nodes, [2, 7, 16], {"w": _f32(16, 9), "b": _f32(9)}, ["y"])
+    backend, got, want = _both(path, _f32(2, 7, 16))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert [s.node.op_type for s in backend._plan._steps] == ["MatMul"]
+
+
+@pytest.mark.parametrize("op, attrs, extra", [
+    ("Gelu", {}, {}), ("Erf", {}, {}), ("Softmax", {"axis": -1}, {}),
+    ("LayerNormalization", {"axis": -1}, {"g": _f32(96), "b": _f32(96)}),
+    ("LayerNormalization", {"axis": 1}, {"g": _f32(3136, 96), "b": _f32(3136, 96)}),
+])
+def test_cache_blocked_kernels_match_onnxruntime_on_large_tensors(tmp_path: Path, op: str, attrs: dict,
+                                                                  extra: Dict[str, np.ndarray]) -> None:
+    """Tensors far larger than one block (65536 elements), as in Slide-Swin-T's first stage."""
+    node = helper.make_node(op, ["x", *extra], ["y"], **attrs)
+    path = _save(tmp_path / "op.onnx", [node], [1, 3136, 96], extra, ["y"])
+    _, got, want = _both(path, _f32(1, 3136, 96, scale=2.0))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # float32 means over up to 300k elements
+
+
+def test_two_threads_split_products_bands_and_blocks_without_changing_results(tmp_path: Path) -> None:
+    """threads=2: a product above the threading threshold is split by rows over two threads, depthwise bands
+    and elementwise blocks are shared; the results equal onnxruntime's and the one-thread run's."""
+    from slidelite.backends._blas_threads import PARALLEL_MIN_MACS
+
+    nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=32, pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["r"]),
+             helper.make_node("MatMul", ["r", "w"], ["m"]), helper.make_node("Gelu", ["m"], ["y"])]
+    inits = {"dw": _f32(32, 1, 3, 3), "shape": np.array([1, 96 * 96, 32], np.int64), "w": _f32(32, 384, scale=0.2)}
+    assert 96 * 96 * 32 * 384 >= PARALLEL_MIN_MACS
+    path = _save(tmp_path / "par.onnx", nodes, [1, 32, 96, 96], inits, ["y"])
+    x = _f32(1, 32, 96, 96)
+    model_file = open_model_file(path)
+    try:
+        two = create_backend(model_file, "numpy", threads=2).run(x)
+        one = create_backend(model_file, "numpy", threads=1).run(x)
+    finally:
+        from slidelite.backends._blas_threads import set_blas_threads
+
+        set_blas_threads(1)
+    want = create_backend(model_file, "onnxruntime", threads=1).run(x)
+    np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(two, want, rtol=1e-4, atol=1e-4)
