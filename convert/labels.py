@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from slidelite.metadata import read_labels_file
 
@@ -17,11 +17,12 @@ def zoo_label_file(label_set: str) -> Optional[Path]:
     return path if label_set and path.is_file() else None
 
 
-def read_labels(path: Path) -> List[str]:
-    """Read a labels file (one label per line), refusing empty labels.
+def read_labels(path: Path, allow_duplicates: bool = False) -> List[str]:
+    """Read a labels file (one label per line, UTF-8 with or without a byte-order mark), refusing empty labels
+    and, unless ``allow_duplicates``, a label given twice.
 
     Raises:
-        LabelsError: the file is missing, unreadable or has an empty line.
+        LabelsError: the file is missing, unreadable, has an empty line or a duplicate label.
     """
     try:
         labels = read_labels_file(str(path))
@@ -32,21 +33,37 @@ def read_labels(path: Path) -> List[str]:
     empty = [i + 1 for i, label in enumerate(labels) if not label]
     if empty:
         raise LabelsError(f"{path}: line {empty[0]} is empty; every class needs a label")
+    if not allow_duplicates:
+        _refuse_duplicates(labels, path)
     return labels
 
 
-def resolve_labels(labels_path: Optional[Path], num_classes: int, label_set: str = "") -> Tuple[str, ...]:
+def _refuse_duplicates(labels: Sequence[str], path: Path) -> None:
+    first_line: Dict[str, int] = {}
+    for line, label in enumerate(labels, start=1):
+        if label in first_line:
+            raise LabelsError(f"{path}: label {label!r} is on lines {first_line[label]} and {line}; give each class "
+                              "its own label (or pass --allow-duplicate-labels if the model really has two classes "
+                              "of that name)")
+        first_line[label] = line
+
+
+def resolve_labels(labels_path: Optional[Path], num_classes: int, label_set: str = "",
+                   allow_duplicates: bool = False) -> Tuple[str, ...]:
     """The ``num_classes`` labels to embed: ``labels_path``, else the zoo's ``label_set`` when it fits, else ``class_<i>``.
 
+    Bundled label sets may repeat a name (ImageNet-1k has two classes named ``crane``); a user's file may not
+    unless ``allow_duplicates``.
+
     Raises:
-        LabelsError: ``labels_path`` is unreadable or its line count is not ``num_classes``.
+        LabelsError: ``labels_path`` is unreadable, repeats a label or its line count is not ``num_classes``.
     """
     if labels_path is not None:
-        labels = read_labels(Path(labels_path))
+        labels = read_labels(Path(labels_path), allow_duplicates)
         if len(labels) != num_classes:
-            raise LabelsError(f"{labels_path}: {len(labels)} labels for a model with {num_classes} outputs; "
-                              f"give exactly one label per line for each of the {num_classes} classes")
+            raise LabelsError(f"{labels_path}: {len(labels)} labels for a model with {num_classes} outputs (its "
+                              f"head); give exactly one label per line for each of the {num_classes} classes")
         return tuple(labels)
     bundled = zoo_label_file(label_set)
-    labels = read_labels(bundled) if bundled is not None else []
+    labels = read_labels(bundled, allow_duplicates=True) if bundled is not None else []
     return tuple(labels) if len(labels) == num_classes else tuple(f"class_{i}" for i in range(num_classes))

@@ -84,7 +84,7 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
     """
     recipe = check_tflite_job(job)
     loaded = reparameterize(load_model(job))
-    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
+    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set, job.allow_duplicate_labels)
     images = validation_set(job, tflite_metadata(loaded, labels, job))
     warnings: List[str] = [images.skipped_summary()] if images.skipped else []
     if recipe is not None and recipe.full_integer:  # dynamic-int8 only validates on the images
@@ -118,7 +118,7 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
             check_written_file(staged, job.output, images, final_logits, job.threads)
     result = ConversionResult(output=Path(job.output), metadata=metadata, fp32_parity=fp32_parity.__dict__,
                               int8_agreement=int8_parity.__dict__ if int8_parity else None, sizes=sizes,
-                              latency_ms=latency, warnings=warnings)
+                              latency_ms=latency, warnings=warnings, origin=loaded.origin)
     result.report = format_report(result)
     return result
 

@@ -314,8 +314,8 @@ def _finite_number(value: Any) -> bool:
 
 
 def read_labels_file(path: str) -> List[str]:
-    """Read a labels file: one label per line, blank trailing lines ignored."""
-    with open(path, encoding="utf-8") as handle:
+    """Read a labels file: one label per line, blank trailing lines ignored, a UTF-8 byte-order mark dropped."""
+    with open(path, encoding="utf-8-sig") as handle:
         lines = handle.read().splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

@@ -194,9 +194,13 @@ def test_wrong_architecture_names_the_one_that_fits(tmp_path, micro_state):
     path = tmp_path / "micro.pth"
     torch.save({"state_dict": micro_state}, path)
     message = _error(build_from_checkpoint, path, "slide_swin_tiny", **SMALL_ARGS)
-    assert "does not fit SlideSwinTransformer" in message
-    assert "missing key(s)" in message and "shape mismatch(es)" in message
-    assert "fit slide_swin_micro" in message
+    assert "embed_dim=16, depths=1,1,1,1, num_heads=1,2,2,4 (given) does not fit the weights" in message
+    assert "their shapes give embed_dim=32, depths=2,2,2, num_heads=2,4,8" in message
+    assert "the weights fit slide_swin_micro as it is" in message
+    message = _error(build_from_checkpoint, path, "slide_pvt_tiny")
+    assert "does not fit PyramidVisionTransformer" in message
+    assert "missing key(s)" in message and "unexpected key(s)" in message
+    assert "the weights fit slide_swin_micro" in message
 
 
 def test_wrong_shapes_are_listed_with_both_shapes(micro_state):
@@ -204,6 +208,9 @@ def test_wrong_shapes_are_listed_with_both_shapes(micro_state):
     message = _error(load_state_dict_into, create_model("slide_swin_micro"), bad, "bad.pth")
     assert message.startswith("bad.pth: ") and "2 shape mismatch(es)" in message
     assert "head.weight (7, 128) vs (10, 128)" in message
+    assert "the weights fit slide_swin_micro (num_classes=7 (weights)" in message
+    wide = dict(micro_state, **{"norm.weight": torch.zeros(7), "head.weight": torch.zeros(10, 7)})
+    message = _error(load_state_dict_into, create_model("slide_swin_micro"), wide, "wide.pth")
     assert "no registered architecture fits" in message and "closest: slide_swin_micro" in message
 
 
