@@ -382,8 +382,10 @@ def find_architecture(shapes: Shapes, names: Sequence[str], stored: Optional[Map
     (architectures before baselines; then the closest parameter count; then the name), or None.
 
     Raises:
-        ShapeInferenceError: no model fits as it is, and the first that would fits only with an argument
-            that is wrong or not determined (see :func:`fit_architecture`).
+        ShapeInferenceError: the best-ranked model that the weights fit needs an argument that is given
+            otherwise or not determined (see :func:`fit_architecture`). The search stops there rather than
+            try models that change more arguments: those fit the shapes only by changing arguments the shapes
+            cannot check (e.g. Slide-Swin-T with micro's widths, whose window size would differ).
     """
     size = sum(math.prod(s) for s in shapes.values())
     ranked = []
@@ -392,15 +394,8 @@ def find_architecture(shapes: Shapes, names: Sequence[str], stored: Optional[Map
         if inferred is not None:
             gap = abs(size - sum(math.prod(s) for s in (default_shapes(name) or {}).values()))
             ranked.append((get_model_entry(name).family == BASELINE_FAMILY, len(inferred), gap, name))
-    refusal: Optional[ShapeInferenceError] = None
     for *_, name in sorted(ranked):
-        try:
-            fit = fit_architecture(name, shapes, stored, given)
-        except ShapeInferenceError as exc:
-            refusal = refusal or exc
-            continue
+        fit = fit_architecture(name, shapes, stored, given)  # a refusal stops the search: see the docstring
         if fit is not None:
             return fit
-    if refusal is not None:
-        raise refusal
     return None
