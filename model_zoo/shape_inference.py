@@ -163,9 +163,20 @@ def pvtv2_arguments(shapes: Shapes) -> Dict[str, Any]:
     return _pvt_common(shapes, lambda kernel: (kernel + 1) // 2)
 
 
+def pvt_built_values(model: nn.Module) -> Dict[str, Any]:
+    """The per-stage ``num_heads`` and ``sr_ratios`` a built PVT / PVTv2 uses (what the shapes may not say)."""
+    attentions = [getattr(model, f"block{i}")[0].attn for i in range(1, model.num_stages + 1)]
+    return {"num_heads": tuple(a.num_heads for a in attentions),
+            "sr_ratios": tuple(getattr(a, "sr_ratio", 1) for a in attentions)}
+
+
 RULES: Dict[type, Callable[[Shapes], Dict[str, Any]]] = {
     SlideSwinTransformer: swin_arguments, PyramidVisionTransformer: pvt_arguments,
     PyramidVisionTransformerV2: pvtv2_arguments,
+}
+# values of a built model that complete what its rule leaves unknown (None entries)
+BUILT_VALUES: Dict[type, Callable[[nn.Module], Dict[str, Any]]] = {
+    PyramidVisionTransformer: pvt_built_values, PyramidVisionTransformerV2: pvt_built_values,
 }
 
 
@@ -190,13 +201,15 @@ def _rule(name: str) -> Optional[Callable[[Shapes], Dict[str, Any]]]:
     return RULES.get(type(model)) if model is not None else None
 
 
-def _merge(inferred: Any, default: Any) -> Any:
-    """An inferred tuple with unknown (None) entries completed from the default of the same length (else 1: the
-    unknown entries are the unused reductions of Slide stages, or heads that then fail to build)."""
+def _merge(key: str, inferred: Any, default: Any) -> Any:
+    """An inferred tuple with unknown (None) entries completed from the default of the same length. Otherwise
+    unknown reductions (``sr_ratios`` of Slide stages, unused) become 1; unknown heads stay None (see
+    :func:`fit_architecture`)."""
     if isinstance(inferred, tuple) and None in inferred:
         if isinstance(default, tuple) and len(default) == len(inferred):
             return tuple(d if v is None else v for v, d in zip(inferred, default))
-        return tuple(1 if v is None else v for v in inferred)
+        if key == "sr_ratios":
+            return tuple(1 if v is None else v for v in inferred)
     return inferred
 
 
@@ -206,9 +219,10 @@ def read_arguments(name: str, shapes: Shapes) -> Optional[Tuple[Dict[str, Any], 
     rule, defaults = _rule(name), default_shapes(name)
     if rule is None or defaults is None:
         return None
+    built = BUILT_VALUES.get(type(_default_model(name)))
     try:
-        default = rule(defaults)
-        return {k: _merge(v, default.get(k)) for k, v in rule(shapes).items()}, default
+        default = {**rule(defaults), **(built(_default_model(name)) if built is not None else {})}
+        return {k: _merge(k, v, default.get(k)) for k, v in rule(shapes).items()}, default
     except (KeyError, IndexError, ValueError, ZeroDivisionError):
         return None
 
@@ -315,6 +329,11 @@ def fit_architecture(name: str, shapes: Shapes, stored: Optional[Mapping[str, An
     stored, given = dict(stored or {}), dict(given or {})
     args = {**inferred, **stored, **given}
     sources = {**{k: "weights" for k in inferred}, **{k: "config" for k in stored}, **{k: "given" for k in given}}
+    unknown = [k for k, v in args.items() if isinstance(v, tuple) and None in v]
+    if unknown:
+        raise ShapeInferenceError(unknown[0], f"{unknown[0]} is not determined by the weights for the stages marked "
+                                  f"'?' ({','.join('?' if v is None else str(v) for v in args[unknown[0]])}: "
+                                  f"spatial-reduction attention stores no per-head tensor); give all {unknown[0]}")
     sized = _rule(name) is not None
     if _built_shapes(name, args) == dict(shapes):
         sizes = img_size_range(name, args, shapes) if sized and "img_size" not in args else None
@@ -354,7 +373,7 @@ def _refuse_contradicting(name: str, shapes: Shapes, stored: Mapping[str, Any], 
     if fits_without is not None:
         what = "head has" if wrong == ["num_classes"] else "shapes give"
         raise ShapeInferenceError(wrong[0], f"{_assignments(given, wrong)} (given) does not fit the weights: their "
-                                  f"{what} {_assignments(fits_without.arguments, wrong)}")
+                                  f"{what} {_assignments(full, wrong)}")
 
 
 def _assignments(values: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -379,7 +398,7 @@ def _span(sizes: Tuple[int, Optional[int]]) -> str:
 def find_architecture(shapes: Shapes, names: Sequence[str], stored: Optional[Mapping[str, Any]] = None,
                       given: Optional[Mapping[str, Any]] = None) -> Optional[ArchitectureFit]:
     """The model among ``names`` that the weights fit with the fewest arguments changed from its defaults
-    (architectures before baselines; then the closest parameter count; then the name), or None.
+    (on a tie: architectures before baselines, then the closest parameter count, then the name), or None.
 
     Raises:
         ShapeInferenceError: the best-ranked model that the weights fit needs an argument that is given
@@ -393,7 +412,7 @@ def find_architecture(shapes: Shapes, names: Sequence[str], stored: Optional[Map
         inferred = inferred_arguments(name, shapes)
         if inferred is not None:
             gap = abs(size - sum(math.prod(s) for s in (default_shapes(name) or {}).values()))
-            ranked.append((get_model_entry(name).family == BASELINE_FAMILY, len(inferred), gap, name))
+            ranked.append((len(inferred), get_model_entry(name).family == BASELINE_FAMILY, gap, name))
     for *_, name in sorted(ranked):
         fit = fit_architecture(name, shapes, stored, given)  # a refusal stops the search: see the docstring
         if fit is not None:
