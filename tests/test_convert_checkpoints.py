@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -284,3 +287,31 @@ def test_ctrl_c_while_the_exporter_imports_exits_130(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert (run.returncode, run.stderr.strip()) == (130, "error: interrupted")
     assert os.listdir(tmp_path) == []
+
+
+def _documented_convert_commands() -> list:
+    """``slidelite convert ...`` commands of docs/converter.md, docs/zoo.md, docs/tflite.md and README.md (code
+    blocks with their line continuations, and inline code), without placeholders (``...``)."""
+    commands = []
+    for doc in ("docs/converter.md", "docs/zoo.md", "docs/tflite.md", "README.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        blocks = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
+        lines = [line.split(" #")[0].lstrip("$ ") for line in blocks.splitlines()]
+        lines += re.findall(r"`(slidelite convert (?:-|\S+\.pth)[^`]*)`", text)  # inline commands, not messages
+        commands += [(doc, line) for line in lines
+                     if line.startswith("slidelite convert ") and "..." not in line and "--help" not in line]
+    return commands
+
+
+def test_documented_convert_commands_parse():
+    """Every documented ``slidelite convert`` command line is accepted by the command's parser (the positional
+    checkpoint of docs/zoo.md included); the one with a checkpoint only runs end to end above."""
+    from slidelite.cli import main
+
+    command = main.get_command(click.Context(main), "convert")
+    commands = _documented_convert_commands()
+    assert any(line.split()[2:3] == ["ckpt.pth"] for _, line in commands)  # docs/zoo.md's form
+    for doc, line in commands:
+        with command.make_context("convert", shlex.split(line)[2:]) as ctx:
+            assert ctx.params["checkpoint_file"] or ctx.params["checkpoint"] or ctx.params["model"], (doc, line)
+    assert len(commands) >= 12
