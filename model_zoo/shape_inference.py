@@ -14,8 +14,9 @@ the largest power of two; otherwise the size is not determined and :class:`Shape
 ``--img-size``. Every inferred set of arguments is checked by building the model (meta device) and comparing
 all keys and shapes, so a rule can never produce a model that the weights do not fit.
 
-Not determined by shapes (the named model's value is kept, and reported): ``num_heads`` of PVT's
-spatial-reduction stages, ``window_size``, ``qk_scale``, dropout rates.
+Not determined by shapes (the named model's value is kept): ``num_heads`` of PVT's spatial-reduction stages
+(when the stage count changed, no value can be kept: :class:`ShapeInferenceError` names ``num_heads``),
+``window_size``, ``qk_scale``, dropout rates.
 """
 from __future__ import annotations
 
@@ -34,9 +35,6 @@ from .slide_swin import SlideSwinTransformer
 
 Shapes = Mapping[str, Tuple[int, ...]]
 MAX_IMG_SIZE = 4096
-# arguments whose stored value cannot be read from the shapes; kept from the named model and reported
-NOT_IN_SHAPES = {SlideSwinTransformer: ("window_size",), PyramidVisionTransformer: ("num_heads",),
-                 PyramidVisionTransformerV2: ("num_heads",)}
 
 
 class ShapeInferenceError(ValueError):
@@ -55,7 +53,7 @@ class ArchitectureFit:
     Attributes:
         name: the registered model.
         arguments: constructor arguments that differ from the model's defaults (inferred, stored or given).
-        sources: argument -> where its value came from (``weights``, ``config``, ``given``, ``default``).
+        sources: argument -> where its value came from (``weights``, ``config``, ``given``).
         img_sizes: (low, high) inclusive range of ``img_size`` values the weights fit (high None: unbounded), or
             None when nothing in the model depends on the size.
     """
