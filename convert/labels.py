@@ -33,9 +33,18 @@ def read_labels(path: Path, allow_duplicates: bool = False) -> List[str]:
     empty = [i + 1 for i, label in enumerate(labels) if not label]
     if empty:
         raise LabelsError(f"{path}: line {empty[0]} is empty; every class needs a label")
-    if not allow_duplicates:
+    if not allow_duplicates and labels not in bundled_label_sets():
         _refuse_duplicates(labels, path)
     return labels
+
+
+def bundled_label_sets() -> List[List[str]]:
+    """The zoo's bundled label sets (``imagenet-1k``, ``fashion-mnist``): their repeated names are genuine
+    (ImageNet-1k has two classes named ``crane``: the bird and the machine)."""
+    from slidelite import zoo
+
+    folder = Path(zoo.__file__).resolve().parent / "labels"
+    return [read_labels_file(str(path)) for path in sorted(folder.glob("*.txt"))]
 
 
 def _refuse_duplicates(labels: Sequence[str], path: Path) -> None:
@@ -52,8 +61,8 @@ def resolve_labels(labels_path: Optional[Path], num_classes: int, label_set: str
                    allow_duplicates: bool = False) -> Tuple[str, ...]:
     """The ``num_classes`` labels to embed: ``labels_path``, else the zoo's ``label_set`` when it fits, else ``class_<i>``.
 
-    Bundled label sets may repeat a name (ImageNet-1k has two classes named ``crane``); a user's file may not
-    unless ``allow_duplicates``.
+    A labels file may not repeat a name unless ``allow_duplicates`` or it is one of the bundled label sets
+    (ImageNet-1k has two classes named ``crane``).
 
     Raises:
         LabelsError: ``labels_path`` is unreadable, repeats a label or its line count is not ``num_classes``.
@@ -65,5 +74,5 @@ def resolve_labels(labels_path: Optional[Path], num_classes: int, label_set: str
                               f"head); give exactly one label per line for each of the {num_classes} classes")
         return tuple(labels)
     bundled = zoo_label_file(label_set)
-    labels = read_labels(bundled, allow_duplicates=True) if bundled is not None else []
+    labels = read_labels(bundled) if bundled is not None else []
     return tuple(labels) if len(labels) == num_classes else tuple(f"class_{i}" for i in range(num_classes))
