@@ -14,8 +14,9 @@ Official Slide-Transformer checkpoints also pickle their yacs ``CfgNode`` config
 :class:`collections.OrderedDict`: a config node is then rebuilt as a plain mapping of its entries (and the
 node's bookkeeping attributes), with no yacs import and no code from the file run. (A ``dict`` subclass
 cannot stand in: torch's restricted unpickler fills only exact ``dict``/``OrderedDict``/``Counter``
-instances.) ``argparse.Namespace`` (the ``args`` of DeiT/PVT checkpoints) is allow-listed as well; it only
-stores attributes. Anything else a pickle asks for -- ``os.system``, ``builtins.eval``, arbitrary classes --
+instances.) ``argparse.Namespace`` (the ``args`` of DeiT/PVT/timm checkpoints) is allow-listed as well; it only
+stores attributes; so are POSIX paths (``args.output_dir`` may be a ``pathlib`` path), built from strings.
+Anything else a pickle asks for -- ``os.system``, ``builtins.eval``, arbitrary classes --
 makes the load fail with a one-line :class:`CheckpointError` before anything is called.
 
 The stored config describes the architecture: ``MODEL.TYPE == "slide_swin"`` selects the Slide-Swin family
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import pathlib
 import pickle
 import re
 import warnings
@@ -54,7 +56,7 @@ WRAPPER_KEYS = ("model", "state_dict")
 EMA_KEYS = ("state_dict_ema", "model_ema")
 # registered family of a yacs MODEL.TYPE (slide_transformer/models/build.py)
 _YACS_FAMILIES = {"slide_swin": "slide_swin"}
-_SAFE_GLOBALS = [(OrderedDict, "yacs.config.CfgNode"), argparse.Namespace]
+_SAFE_GLOBALS = [(OrderedDict, "yacs.config.CfgNode"), argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath]
 # constructor argument <- path in the official yacs config (slide_transformer/config.py, models/build.py)
 _YACS_ARGS = {
     "img_size": ("DATA", "IMG_SIZE"),

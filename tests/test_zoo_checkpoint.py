@@ -172,11 +172,11 @@ def test_other_code_running_pickles_are_refused(tmp_path, payload):
 def test_argparse_args_of_pvt_checkpoints(tmp_path, micro_state):
     """DeiT/PVT training checkpoints store argparse ``args``: allowed (inert) and read for the architecture."""
     path = tmp_path / "pvt.pth"
-    args = argparse.Namespace(model="pvt_v2_b1", input_size=224, nb_classes=1000, lr=5e-4)
+    args = argparse.Namespace(model="pvt_v2_b1", input_size=224, nb_classes=1000, lr=5e-4, output_dir=Path("out"))
     torch.save({"model": micro_state, "args": args, "epoch": 299}, path)
     ckpt = read_checkpoint(path)
     assert (ckpt.arch, ckpt.overrides) == ("pvtv2_b1", {"img_size": 224, "num_classes": 1000})
-    assert ckpt.config["lr"] == 5e-4
+    assert ckpt.config["lr"] == 5e-4 and ckpt.config["output_dir"] == Path("out")
 
 
 def test_raw_state_dict_architecture_is_inferred_from_its_keys(tmp_path, micro_state):
