@@ -315,3 +315,20 @@ def test_documented_convert_commands_parse():
         with command.make_context("convert", shlex.split(line)[2:]) as ctx:
             assert ctx.params["checkpoint_file"] or ctx.params["checkpoint"] or ctx.params["model"], (doc, line)
     assert len(commands) >= 12
+
+
+def test_grayscale_weights_need_their_normalization(tmp_path):
+    """in_chans=1 weights of an RGB zoo model (named: unnamed, the grayscale micro layout fits them better): the
+    3-value ImageNet mean/std cannot apply; once given, the file takes grayscale images."""
+    model = _model("slide_swin_tiny", **dict(SWIN, in_chans=1))
+    ckpt = tmp_path / "gray.pth"
+    torch.save(model.state_dict(), ckpt)
+    _refused(run_cli(["convert", ckpt, "--model", "slide_swin_tiny", "-o", tmp_path / "g.onnx", *FAST]),
+             "the weights take 1 input channel(s) where the pretrained configuration has 3",
+             "pass --mean and --std with 1 value(s) each")
+    run = run_cli(["convert", ckpt, "--model", "slide_swin_tiny", "--mean", "0.5", "--std", "0.25", "-o",
+                   tmp_path / "g.onnx", *FAST])
+    assert run.exit_code == 0, run.stderr
+    meta = open_model_file(tmp_path / "g.onnx").metadata
+    assert meta.preprocess.color_mode == "L" and meta.preprocess.mean == (0.5,)
+    _outputs_match(tmp_path / "g.onnx", model, (1, 64, 64))
