@@ -124,6 +124,7 @@ def test_raw_state_dict_without_a_name_reports_what_it_inferred(tmp_path, swin):
     assert open_model_file(out).metadata.labels[9] == "class_9"
 
 
+@pytest.mark.slow
 def test_ema_weights_are_an_option_and_the_report_names_them(tmp_path, swin):
     ckpt = _save(tmp_path, "ema", swin)  # main weights: _ema_of(swin); EMA weights: swin's own
     out, result = _convert(tmp_path, ckpt, "slide_swin_tiny", ema=True)
@@ -138,6 +139,7 @@ def test_ema_weights_are_an_option_and_the_report_names_them(tmp_path, swin):
     _outputs_match(tmp_path / "main.onnx", main, (3, 64, 64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, args", [("slide_pvt_tiny", PVT), ("slide_pvtv2_b1", PVT)])
 def test_pvt_families_fine_tuned_convert_from_the_weights(tmp_path, name, args):
     model = _model(name, **args)
@@ -152,6 +154,7 @@ def test_pvt_families_fine_tuned_convert_from_the_weights(tmp_path, name, args):
     assert "embed_dims=16,32,40,64 (weights)" in dict(result.origin)["model"]
 
 
+@pytest.mark.slow
 def test_official_checkpoint_builds_from_type_whatever_its_name(tmp_path, swin):
     config = official_config("slide_swin_tiny", img_size=64, num_classes=10, **SWIN_YACS)
     config.defrost()
@@ -164,6 +167,7 @@ def test_official_checkpoint_builds_from_type_whatever_its_name(tmp_path, swin):
     _outputs_match(out, swin, (3, 64, 64))
 
 
+@pytest.mark.slow
 def test_explicit_num_classes_and_img_size_build_the_model(tmp_path):
     out = tmp_path / "m.onnx"
     run = run_cli(["convert", "--model", "slide_swin_micro", "--num-classes", "4", "--img-size", "64",
@@ -229,6 +233,7 @@ def test_labels_must_match_the_head(tmp_path, swin_raw):
              f"{labels}: 3 labels for a model with 10 outputs (its head)")
 
 
+@pytest.mark.slow
 def test_labels_with_a_byte_order_mark_and_duplicates(tmp_path, swin_raw):
     labels = tmp_path / "bom.txt"
     labels.write_text("\n".join(LABELS) + "\n", encoding="utf-8-sig")
@@ -245,6 +250,7 @@ def test_labels_with_a_byte_order_mark_and_duplicates(tmp_path, swin_raw):
     assert run.exit_code == 0, run.stderr
 
 
+@pytest.mark.slow
 def test_positional_checkpoint_and_default_output_as_in_the_docs(tmp_path, swin_raw):
     """docs/zoo.md: ``slidelite convert ckpt.pth`` writes ``ckpt.onnx`` in the current folder."""
     work = tmp_path / "work"
@@ -317,6 +323,7 @@ def test_documented_convert_commands_parse():
     assert len(commands) >= 12
 
 
+@pytest.mark.slow
 def test_grayscale_weights_need_their_normalization(tmp_path):
     """in_chans=1 weights of an RGB zoo model (named: unnamed, the grayscale micro layout fits them better): the
     3-value ImageNet mean/std cannot apply; once given, the file takes grayscale images."""
