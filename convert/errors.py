@@ -1,7 +1,29 @@
 """Errors raised by the converter. Each is one user-facing line; the CLI prints it and exits with its code."""
 from __future__ import annotations
 
+from typing import Optional
+
 from slidelite.errors import SlideliteError, UsageError
+
+
+def raise_if_interrupted(exc: Optional[BaseException]) -> None:
+    """Raise :class:`KeyboardInterrupt` when ``exc`` arose while a Ctrl-C was being handled (one is in its chain
+    of causes and contexts), so that a catch-all around a third-party call does not turn Ctrl-C into a failure.
+
+    The case seen: Ctrl-C during torch's lazy ``import torch._dynamo`` inside ``torch.onnx.export`` leaves the
+    module half-initialized; the exporter's ``except torch._dynamo.exc.UserError`` clause then raises
+    ``AttributeError: module 'torch._dynamo' has no attribute 'exc'`` (with the KeyboardInterrupt as its context),
+    which the exporter reports as an export failure.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
 
 
 class ConversionError(SlideliteError):

@@ -36,7 +36,13 @@ class ConversionJob:
         model: a zoo name (``slide_swin_tiny``) or ``module:attr`` factory; None: read it from the checkpoint.
         module: an already built ``torch.nn.Module`` (Python callers); takes precedence over ``model``.
         checkpoint: a state_dict / training checkpoint to load (``torch.load(weights_only=True)``).
+        model_args: constructor arguments of a zoo model (``num_classes``, ``img_size``, ``embed_dim``, ...);
+            with a checkpoint they must agree with its weights, and the ones not given are read from the weights
+            and the stored config (:mod:`slidelite.zoo.shape_inference`).
+        ema: True: convert the checkpoint's EMA weights (``state_dict_ema`` / ``model_ema``); False: its main
+            weights; None: the main weights when present, else the EMA ones (the report says which).
         labels: a labels file (one per line); None: the model's label set, else ``class_0..``.
+        allow_duplicate_labels: accept a labels file that names two classes alike.
         format: ``onnx`` or ``tflite``.
         int8: also quantize to int8 (needs ``calib``).
         calib: folder of calibration / validation images (also used by verify when given).
@@ -53,13 +59,18 @@ class ConversionJob:
         progress: show progress bars.
         max_calib_images: use at most this many calibration images.
         latency_runs: timed runs per model in the report (0: skip latency).
+        tflite_support_python: the Python with tflite-support that writes TFLite Metadata (None: found as
+            :func:`slidelite.convert.tflite_metadata.writer_python` describes).
     """
 
     output: Path
     model: Optional[str] = None
     module: Any = None
     checkpoint: Optional[Path] = None
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    ema: Optional[bool] = None
     labels: Optional[Path] = None
+    allow_duplicate_labels: bool = False
     format: str = "onnx"
     int8: bool = False
     calib: Optional[Path] = None
@@ -75,11 +86,16 @@ class ConversionJob:
     progress: bool = True
     max_calib_images: int = 64
     latency_runs: int = 20
+    tflite_support_python: Optional[Path] = None
 
 
 @dataclass
 class LoadedModel:
-    """A torch classifier in eval mode plus what the metadata needs to know about it."""
+    """A torch classifier in eval mode plus what the metadata needs to know about it.
+
+    ``origin`` holds report rows saying how it was built: the arguments and where each came from, which
+    weights of the checkpoint were used.
+    """
 
     module: Any
     architecture: str
@@ -90,6 +106,7 @@ class LoadedModel:
     license: str = ""
     source: str = ""
     checkpoint_sha256: str = ""
+    origin: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def channels(self) -> int:
@@ -113,3 +130,4 @@ class ConversionResult:
     latency_ms: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     report: str = ""
+    origin: Tuple[Tuple[str, str], ...] = ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import replace
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from slidelite.metadata import PreprocessSpec
 
@@ -18,28 +18,27 @@ def load_model(job: ConversionJob) -> LoadedModel:
 
     Raises:
         ModelSpecError: unknown zoo name (close names suggested) or a ``module:attr`` that does not import.
-        CheckpointLoadError: the checkpoint is missing, unsafe or for another architecture.
+        CheckpointLoadError: the checkpoint is missing, unsafe or for another architecture, or fits only with an
+            argument the user gave otherwise / the weights do not determine (the flag to pass is named).
     """
     from slidelite import zoo
 
-    ckpt = None
+    ckpt, origin = None, ()
     if job.module is not None or (job.model is not None and ":" in job.model):
+        if set(job.model_args) - {"img_size"}:
+            raise ModelSpecError(f"{_arguments(job.model_args)}: --num-classes and --model-arg set zoo model "
+                                 "arguments; a module:attr factory or module builds its own model")
         module = job.module if job.module is not None else _from_factory(job.model)
         arch, cfg = job.model or type(module).__name__, None
         if job.checkpoint is not None:
-            ckpt = load_checkpoint_into(module, job.checkpoint)
+            ckpt = load_checkpoint_into(module, job.checkpoint, job.ema)
+        built_args = {k: v for k, v in ckpt.overrides.items() if k == "img_size"} if ckpt is not None else {}
+        origin = _weights_row(ckpt, job.checkpoint)
     else:
-        arch = _zoo_name(job.model) if job.model is not None or job.checkpoint is None else None
-        if job.checkpoint is not None:
-            module, ckpt = build_from_checkpoint(job.checkpoint, arch)
-            arch = ckpt.arch
-        else:
-            module = zoo.create_model(arch)
+        module, arch, ckpt, built_args = _zoo_model(job)
         cfg = zoo.get_pretrained_cfg(arch)
-    overrides = job.preprocess
-    stored_size = ckpt.overrides.get("img_size") if ckpt is not None else None
-    if overrides.input_size is None and isinstance(stored_size, int):
-        overrides = replace(overrides, input_size=(stored_size, stored_size))
+        origin = _origin(arch, ckpt, built_args, job.checkpoint)
+    overrides = _preprocess_overrides(job.preprocess, cfg, built_args)
     module.eval()
     preprocess, input_size = _preprocess_spec(cfg, overrides)
     num_classes = _num_classes(module, cfg, (1, preprocess.channels) + tuple(input_size))
@@ -47,7 +46,62 @@ def load_model(job: ConversionJob) -> LoadedModel:
         module=module, architecture=arch, preprocess=preprocess, input_size=input_size, num_classes=num_classes,
         label_set=getattr(cfg, "label_set", ""), license=getattr(cfg, "license", ""),
         source=getattr(cfg, "source", "") or arch, checkpoint_sha256=ckpt.sha256 if ckpt is not None else "",
+        origin=origin,
     )
+
+
+def _zoo_model(job: ConversionJob) -> Tuple[Any, str, Any, Dict[str, Any]]:
+    """(module, zoo name, Checkpoint or None, constructor arguments used) for a zoo name and/or a checkpoint."""
+    from slidelite import zoo
+
+    arch = _zoo_name(job.model) if job.model is not None or job.checkpoint is None else None
+    if job.checkpoint is not None:
+        module, ckpt = build_from_checkpoint(job.checkpoint, arch, job.ema, job.model_args)
+        return module, ckpt.arch, ckpt, dict(ckpt.fit.arguments)
+    try:
+        return zoo.create_model(arch, **job.model_args), arch, None, dict(job.model_args)
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(f"cannot build {arch} with {_arguments(job.model_args)}: {exc}") from None
+
+
+def _origin(arch: str, ckpt: Any, built_args: Dict[str, Any], path: Any) -> Tuple[Tuple[str, str], ...]:
+    """Report rows: the zoo model with its arguments and where each came from; which weights of the checkpoint."""
+    if ckpt is None:
+        return (("model", f"{arch} ({_arguments(built_args) or 'default arguments'}; random weights)"),)
+    return (("model", ckpt.fit.describe()),) + _weights_row(ckpt, path)
+
+
+def _weights_row(ckpt: Any, path: Any) -> Tuple[Tuple[str, str], ...]:
+    """The report row saying which weights of checkpoint ``path`` were converted (and which were not)."""
+    if ckpt is None:
+        return ()
+    ema = ckpt.source_format in _checkpoint_api().EMA_KEYS
+    used = f"{path}: {ckpt.source_format}" + (" (EMA weights)" if ema else "")
+    if ckpt.unused_weights:
+        used += f"; the file also holds {ckpt.unused_weights}, not used ({'--no-ema' if ema else '--ema'} takes them)"
+    return (("weights", used),)
+
+
+def _arguments(args: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(args.items()))
+
+
+def _preprocess_overrides(given: PreprocessOverrides, cfg: Any, built_args: Dict[str, Any]) -> PreprocessOverrides:
+    """The user's preprocessing overrides completed from the arguments the model was built with: the input size
+    from ``img_size``, the colour mode from ``in_chans`` (mean/std must then be given for the new channel count)."""
+    overrides = given
+    size = built_args.get("img_size")
+    if overrides.input_size is None and isinstance(size, int):
+        overrides = replace(overrides, input_size=(size, size))
+    chans = built_args.get("in_chans")
+    if cfg is None or chans is None or chans == cfg.input_size[0] or overrides.color_mode is not None:
+        return overrides
+    if chans not in (1, 3):
+        raise ConversionError(f"the model takes {chans} input channels; only 1 (L) and 3 (RGB) are images")
+    if any(len(v) not in (1, chans) for v in (overrides.mean or cfg.mean, overrides.std or cfg.std)):
+        raise ConversionError(f"the weights take {chans} input channel(s) where the pretrained configuration has "
+                              f"{cfg.input_size[0]}: pass --mean and --std with {chans} value(s) each")
+    return replace(overrides, color_mode="L" if chans == 1 else "RGB")
 
 
 def reparameterize(loaded: LoadedModel) -> LoadedModel:
@@ -103,23 +157,32 @@ def _checkpoint_failure(path: Any, exc: Exception) -> CheckpointLoadError:
     return CheckpointLoadError(message if str(path) in message else f"{path}: {message}")
 
 
-def build_from_checkpoint(path: Any, model_name: Optional[str]) -> Tuple[Any, Any]:
-    """Build a zoo model from a checkpoint (architecture from its stored config when ``model_name`` is None).
-
-    Returns ``(module in eval mode, slidelite.zoo.checkpoint.Checkpoint)``.
+def build_from_checkpoint(path: Any, model_name: Optional[str], ema: Optional[bool] = None,
+                          model_args: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
+    """Build a zoo model from a checkpoint (:func:`slidelite.zoo.build_from_checkpoint`: architecture from
+    ``model_name``, else the stored config, else the weights' keys and shapes; arguments from the shapes, the
+    config and ``model_args``). Returns ``(module in eval mode, slidelite.zoo.checkpoint.Checkpoint)``.
     """
     api = _checkpoint_api()
     try:
-        return api.build_from_checkpoint(str(path), model_name)
+        return api.build_from_checkpoint(str(path), model_name, ema, **(model_args or {}))
+    except api.ArgumentNeededError as exc:
+        raise CheckpointLoadError(f"{exc}; pass {_flag(exc.argument)}") from None
     except api.CheckpointError as exc:
         raise _checkpoint_failure(path, exc) from None
 
 
-def load_checkpoint_into(module: Any, path: Any) -> Any:
+def _flag(argument: str) -> str:
+    """The ``slidelite convert`` option that sets constructor argument ``argument``."""
+    return {"img_size": "--img-size N (the training resolution)", "num_classes": "--num-classes N"}.get(
+        argument, f"--model-arg {argument}=VALUE")
+
+
+def load_checkpoint_into(module: Any, path: Any, ema: Optional[bool] = None) -> Any:
     """Strictly load the weights of checkpoint ``path`` into ``module``; return the Checkpoint (sha256 etc.)."""
     api = _checkpoint_api()
     try:
-        ckpt = api.read_checkpoint(str(path))
+        ckpt = api.read_checkpoint(str(path), ema)
         api.load_state_dict_into(module, ckpt.state_dict, str(path))
     except api.CheckpointError as exc:
         raise _checkpoint_failure(path, exc) from None

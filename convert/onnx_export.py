@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, Tuple
 
 from slidelite.metadata import ONNX_METADATA_KEY, ModelMetadata
 
-from .errors import ConversionError
+from .errors import ConversionError, raise_if_interrupted
 
 DEFAULT_OPSET = 20
 MAX_RANK = 4
@@ -43,6 +43,7 @@ def export_onnx(module: Any, path: Path, input_shape: Tuple[int, int, int, int],
                               input_names=[input_name], output_names=[output_name], dynamic_shapes=dynamic_shapes,
                               external_data=False, optimize=True, verbose=False)
     except Exception as exc:  # the exporter raises many unrelated types; report its message in one line
+        raise_if_interrupted(exc)
         raise ConversionError(f"ONNX export of {type(module).__name__} failed: {_export_failure(exc)}") from None
     return Path(path)
 

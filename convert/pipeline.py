@@ -58,7 +58,7 @@ def prepare(job: ConversionJob) -> Tuple[LoadedModel, ModelMetadata, Calibration
     if job.calib is not None:
         image_files(Path(job.calib))  # fail on a missing or empty folder before the slow steps
     loaded = reparameterize(load_model(job))
-    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
+    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set, job.allow_duplicate_labels)
     metadata = build_metadata(loaded, labels, name=job.name)
     return loaded, metadata, validation_set(job, metadata)
 
@@ -160,6 +160,6 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                 raise ConversionError(f"{job.output}: the written file does not reproduce the verified graph")
     result = ConversionResult(output=Path(job.output), metadata=final_meta, fp32_parity=asdict(fp32_parity),
                               int8_agreement=asdict(int8_parity) if int8_parity else None, sizes=sizes,
-                              latency_ms=latency, warnings=warnings)
+                              latency_ms=latency, warnings=warnings, origin=loaded.origin)
     result.report = format_report(result)
     return result

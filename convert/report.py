@@ -67,8 +67,9 @@ def _mb(size: int) -> str:
 
 
 def format_report(result: "ConversionResult") -> str:
-    """A short plain-text table: sizes, fp32 parity vs torch, int8 agreement, latency fp32 vs int8."""
-    rows = [("output", str(result.output)), ("precision", result.metadata.precision)]
+    """A short plain-text table: how the model was built and which weights were used, sizes, fp32 parity vs torch,
+    int8 agreement, latency fp32 vs int8."""
+    rows = [("output", str(result.output)), *result.origin, ("precision", result.metadata.precision)]
     rows.append(("size fp32", _mb(result.sizes["fp32"])))
     if "int8" in result.sizes:
         rows.append(("size int8", f"{_mb(result.sizes['int8'])} ({result.sizes['int8'] / result.sizes['fp32']:.2f}x fp32)"))

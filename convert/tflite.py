@@ -31,7 +31,7 @@ from .output import check_output_path, staged_output
 from .pipeline import validation_set
 from .report import format_report
 from .tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
-from .tflite_metadata import embed_tflite_metadata
+from .tflite_metadata import embed_tflite_metadata, writer_python
 from .tflite_quantize import TFLiteInt8Recipe, calibration_warning, get_tflite_recipe, quantize_tflite
 from .verify import Parity, check_fp32, check_int8, compare_logits, torch_logits
 
@@ -83,8 +83,9 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
         SlideliteError: a one-line reason; nothing was written to ``job.output``.
     """
     recipe = check_tflite_job(job)
+    writer = writer_python(job.tflite_support_python)  # before the slow steps: fail fast with the set-up command
     loaded = reparameterize(load_model(job))
-    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set)
+    labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set, job.allow_duplicate_labels)
     images = validation_set(job, tflite_metadata(loaded, labels, job))
     warnings: List[str] = [images.skipped_summary()] if images.skipped else []
     if recipe is not None and recipe.full_integer:  # dynamic-int8 only validates on the images
@@ -114,11 +115,11 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
         latency = litert_latency({"fp32": fp32, **({"int8": final} if recipe else {})}, job.threads,
                                  job.latency_runs) if job.latency_runs else {}
         with staged_output(job.output) as staged:
-            embed_tflite_metadata(final, staged, metadata)
+            embed_tflite_metadata(final, staged, metadata, writer)
             check_written_file(staged, job.output, images, final_logits, job.threads)
     result = ConversionResult(output=Path(job.output), metadata=metadata, fp32_parity=fp32_parity.__dict__,
                               int8_agreement=int8_parity.__dict__ if int8_parity else None, sizes=sizes,
-                              latency_ms=latency, warnings=warnings)
+                              latency_ms=latency, warnings=warnings, origin=loaded.origin)
     result.report = format_report(result)
     return result
 

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, Sequence, Tuple
 
-from .errors import ConversionError
+from .errors import ConversionError, raise_if_interrupted
 
 #: Pillow's ``convert("L")`` weights (ITU-R 601-2 luma)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -84,6 +84,7 @@ def export_tflite(adapter: Any, path: Path, input_shape: Tuple[int, int, int, in
     except ImportError as exc:
         raise ConversionError(f"the TFLite route needs litert-torch ({exc}); run scripts/setup_tflite.sh") from None
     except Exception as exc:  # litert-torch raises AssertionError/RuntimeError/... from many layers
+        raise_if_interrupted(exc)
         raise ConversionError(f"TFLite conversion of {type(adapter.model).__name__} failed: "
                               f"{explain_lowering_failure(adapter, example, exc)}") from None
     return Path(path)

@@ -7,8 +7,11 @@ model-level associated file :data:`slidelite.metadata.TFLITE_METADATA_FILE` that
 
 tflite-support needs numpy<2 and protobuf<4, which cannot share an environment with torch 2.13's
 numpy 2 and onnx, so the writer (:mod:`slidelite.convert.tflite_metadata_writer`, a standalone script)
-runs in a subprocess with the first Python found of: ``$SLIDELITE_TFLITE_SUPPORT_PYTHON``, this Python
-when it can import tflite-support, the repository's ``.venv-tflite`` (``scripts/setup_tflite.sh``).
+runs in a subprocess with the first Python found of (:func:`writer_python`): the one given
+(``--tflite-support-python``), ``$SLIDELITE_TFLITE_SUPPORT_PYTHON``, this Python when it has tflite-support,
+``.venv-tflite`` beside the active environment (``scripts/setup_tflite.sh`` makes it beside ``.venv``; found
+for editable and regular installs alike), in the source checkout of an editable install, in the current folder.
+The converter checks it before the export starts.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from slidelite import __version__
 from slidelite.metadata import TFLITE_METADATA_FILE, ModelMetadata
@@ -28,28 +31,59 @@ from .errors import ConversionError
 
 WRITER_SCRIPT = Path(__file__).resolve().parent / "tflite_metadata_writer.py"
 ENV_PYTHON = "SLIDELITE_TFLITE_SUPPORT_PYTHON"
-REPO_VENV_PYTHON = Path(__file__).resolve().parent.parent / ".venv-tflite" / "bin" / "python"
+VENV_NAME = ".venv-tflite"
 WRITER_TIMEOUT_S = 600
+PROBE_TIMEOUT_S = 60
+SETUP_COMMAND = ('scripts/setup_tflite.sh (in a source checkout), or: python3 -m venv {venv} && '
+                 '{venv}/bin/pip install "numpy==1.26.4" "tflite-support==0.4.4"')
 
 
-def writer_python() -> str:
-    """The Python that runs the tflite-support metadata writer.
+def venv_candidates() -> List[Path]:
+    """Where ``scripts/setup_tflite.sh`` puts the writer's environment, seen from this install: beside the
+    active environment (``<project>/.venv`` -> ``<project>/.venv-tflite``), in the source checkout of an
+    editable install, in the current folder."""
+    roots = [Path(sys.prefix).parent, Path(__file__).resolve().parent.parent, Path.cwd()]
+    pythons = [root / VENV_NAME / folder / name for root in roots
+               for folder, name in (("bin", "python"), ("Scripts", "python.exe"))]
+    return list(dict.fromkeys(pythons))
+
+
+def writer_python(given: Optional[Path] = None) -> str:
+    """The Python that runs the tflite-support metadata writer (see the module docstring for the order).
 
     Raises:
-        ConversionError: none is configured or found (says how to set one up).
+        ConversionError: none is given or found, or the one given or found lacks tflite-support (one line with
+            the command that sets it up).
     """
-    configured = os.environ.get(ENV_PYTHON)
+    configured = str(given) if given is not None else os.environ.get(ENV_PYTHON)
+    origin = "--tflite-support-python" if given is not None else f"${ENV_PYTHON}"
     if configured:
         if not Path(configured).is_file():
-            raise ConversionError(f"${ENV_PYTHON} = {configured} does not exist; point it at a Python with tflite-support")
-        return configured
+            raise ConversionError(f"{origin} {configured} does not exist; point it at a Python with tflite-support")
+        return _checked(configured, origin)
     if importlib.util.find_spec("tflite_support") is not None:
         return sys.executable
-    if REPO_VENV_PYTHON.is_file():
-        return str(REPO_VENV_PYTHON)
-    raise ConversionError("writing TFLite Metadata needs tflite-support (numpy<2), which is not installed: run "
-                          f"scripts/setup_tflite.sh (creates .venv-tflite) or set ${ENV_PYTHON} to a Python "
-                          "with tflite-support==0.4.4")
+    found = next((path for path in venv_candidates() if path.is_file()), None)
+    if found is not None:
+        return _checked(str(found), str(found.parent.parent))
+    venv = Path(sys.prefix).parent / VENV_NAME
+    raise ConversionError("writing TFLite Metadata needs tflite-support (numpy<2) in its own environment, and none "
+                          f"was found (looked for {venv}); create it: {SETUP_COMMAND.format(venv=venv)}; or pass "
+                          "--tflite-support-python PYTHON")
+
+
+def _checked(python: str, origin: str) -> str:
+    """``python`` if it can import tflite-support (checked without importing it: a spec lookup), else one line."""
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('tflite_support') is None)"
+    try:
+        proc = subprocess.run([python, "-c", probe], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConversionError(f"{origin}: {python} does not run ({exc}); re-create it: "
+                              f"{SETUP_COMMAND.format(venv=Path(python).parent.parent)}") from None
+    if proc.returncode != 0:
+        raise ConversionError(f"{origin}: {python} has no tflite-support; install it: {python} -m pip install "
+                              '"numpy==1.26.4" "tflite-support==0.4.4" (or run scripts/setup_tflite.sh)')
+    return python
 
 
 def embed_tflite_metadata(model: Path, destination: Path, metadata: ModelMetadata, python: Optional[str] = None) -> Path:

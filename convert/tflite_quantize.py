@@ -37,7 +37,7 @@ import numpy as np
 
 from slidelite.errors import UsageError
 
-from .errors import ConversionError
+from .errors import ConversionError, raise_if_interrupted
 
 MIN_GOOD_CALIBRATION = 32
 #: float constants at least this large are stored as int8 by the dynamic recipe (:func:`int8_float_constants`)
@@ -106,6 +106,7 @@ def quantize_tflite(fp32_path: Path, int8_path: Path, recipe: TFLiteInt8Recipe, 
     except ConversionError:
         raise
     except Exception as exc:  # the native quantizers raise RuntimeError/ValueError with long messages
+        raise_if_interrupted(exc)
         lines = str(exc).strip().splitlines()
         raise ConversionError(f"int8 quantization ({recipe.name}) failed: {lines[0] if lines else type(exc).__name__}") from None
     Path(int8_path).write_bytes(quantized)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+BASELINE_FAMILY = "baseline"  # benchmark baselines: they yield to the architecture they share keys with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

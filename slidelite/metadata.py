@@ -338,14 +338,15 @@ def load_labels_file(path: str) -> List[str]:
 
 
 def read_labels_file(path: str) -> List[str]:
-    """Read a labels file: one label per line, blank trailing lines ignored."""
-    with open(path, encoding="utf-8") as handle:
+    """Read a labels file: one label per line, blank trailing lines ignored, a UTF-8 byte-order mark dropped."""
+    with open(path, encoding="utf-8-sig") as handle:
         return labels_from_text(handle.read())
 
 
 def labels_from_text(text: str) -> List[str]:
-    """The labels of a labels file's text: one per line (stripped), blank trailing lines ignored."""
-    lines = text.splitlines()
+    """The labels of a labels file's text: one per line (stripped), blank trailing lines ignored, a leading
+    UTF-8 byte-order mark dropped."""
+    lines = text.lstrip("\ufeff").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]

@@ -127,3 +127,35 @@ def test_wheel_installs_without_torch_and_classifies(wheel: Path, tmp_path: Path
     listing = subprocess.run([str(env_dir / "bin" / "slidelite"), "models", "--json"], capture_output=True,
                              text=True, env=clean_env, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
+
+
+def test_tflite_metadata_writer_is_found_beside_a_regular_install(wheel: Path, tmp_path: Path) -> None:
+    """scripts/setup_tflite.sh makes .venv-tflite beside .venv: a non-editable install into .venv finds it with no
+    environment variable, and says how to make it when it is missing."""
+    repo_writer_venv = ROOT / ".venv-tflite"
+    assert (repo_writer_venv / "bin" / "python").is_file(), "run scripts/setup_tflite.sh"
+    project = tmp_path / "project"
+    env_dir = project / ".venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    clean_env = {k: v for k, v in os.environ.items()
+                 if k not in ("PYTHONPATH", "VIRTUAL_ENV", "SLIDELITE_TFLITE_SUPPORT_PYTHON")}
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, env=clean_env)
+    # the converter's dependencies from this test's environment, as plain path entries (its .pth hooks, such as
+    # an editable slidelite's finder, do not run): the slidelite imported is the wheel's
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, env=clean_env).stdout.strip()
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    Path(purelib, "converter-deps.pth").write_text("\n".join(deps) + "\n")
+    probe = ("import slidelite, sys\nfrom slidelite.convert.tflite_metadata import writer_python\n"
+             "print(slidelite.__file__)\ntry:\n    print(writer_python())\n"
+             "except Exception as exc:\n    print('error:', exc)\n")
+    run = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
+    installed, missing = run.stdout.splitlines()
+    assert installed.startswith(str(env_dir)), installed
+    assert missing.startswith("error: writing TFLite Metadata needs tflite-support"), missing
+    assert f"python3 -m venv {project / '.venv-tflite'}" in missing
+    (project / ".venv-tflite").symlink_to(repo_writer_venv.resolve(), target_is_directory=True)
+    run = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
+    assert run.stdout.splitlines()[1] == str(project / ".venv-tflite" / "bin" / "python"), run.stdout + run.stderr

@@ -4,6 +4,7 @@ the runtime like torch and like the ONNX file; every bad input is refused in one
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -233,3 +234,18 @@ def test_int8_needs_calib_and_a_known_recipe(tmp_path, photos):
     run = run_cli(["convert", "--model", "slide_swin_micro", "--format", "tflite", "--int8", "--calib", photos,
                    "--int8-recipe", "static-qdq-all", "-o", tmp_path / "b.tflite"])
     assert run.exit_code == 2 and "full-int8" in run.stderr and "dynamic-int8" in run.stderr
+
+
+def test_metadata_writer_python_is_checked_before_the_model_is_loaded(tmp_path):
+    """A missing or tflite-support-less writer Python is reported before any slow step: even before the (here
+    missing) checkpoint is read; one line naming the command that sets it up."""
+    missing_ckpt, out = tmp_path / "missing.pth", tmp_path / "m.tflite"
+    run = run_cli(["convert", missing_ckpt, "--format", "tflite", "--tflite-support-python", tmp_path / "nope",
+                   "-o", out, "-q"])
+    assert run.exit_code == 1 and run.error_lines == [
+        f"error: --tflite-support-python {tmp_path / 'nope'} does not exist; point it at a Python with tflite-support"]
+    run = run_cli(["convert", missing_ckpt, "--format", "tflite", "-o", out, "-q"],
+                  env={"SLIDELITE_TFLITE_SUPPORT_PYTHON": sys.executable})
+    assert run.exit_code == 1 and len(run.error_lines) == 1, run.stderr
+    assert f"{sys.executable} has no tflite-support; install it: {sys.executable} -m pip install" in run.stderr
+    assert "scripts/setup_tflite.sh" in run.stderr and not out.exists()

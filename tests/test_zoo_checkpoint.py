@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from slidelite.errors import ModelError, SlideliteError
-from slidelite.zoo import create_model
-from slidelite.zoo.checkpoint import (CheckpointError, architecture_from_config, build_from_checkpoint,
-                                      fitting_architectures, load_state_dict_into, read_checkpoint)
+from slidelite.zoo import create_model, list_models
+from slidelite.zoo.checkpoint import (ArgumentNeededError, CheckpointError, architecture_from_config,
+                                      build_from_checkpoint, fitting_architectures, load_state_dict_into,
+                                      read_checkpoint)
 from slidelite.zoo.complexity import meta_model
+from slidelite.zoo.shape_inference import (choose_img_size, find_architecture, fit_architecture, img_size_range,
+                                           shapes_of)
 from tests._zoo_fixtures import official_config, reference_state_dict, save_training_checkpoint
 
 SMALL = dict(EMBED_DIM=16, DEPTHS=[1, 1, 1, 1], NUM_HEADS=[1, 2, 2, 4])
@@ -169,11 +172,11 @@ def test_other_code_running_pickles_are_refused(tmp_path, payload):
 def test_argparse_args_of_pvt_checkpoints(tmp_path, micro_state):
     """DeiT/PVT training checkpoints store argparse ``args``: allowed (inert) and read for the architecture."""
     path = tmp_path / "pvt.pth"
-    args = argparse.Namespace(model="pvt_v2_b1", input_size=224, nb_classes=1000, lr=5e-4)
+    args = argparse.Namespace(model="pvt_v2_b1", input_size=224, nb_classes=1000, lr=5e-4, output_dir=Path("out"))
     torch.save({"model": micro_state, "args": args, "epoch": 299}, path)
     ckpt = read_checkpoint(path)
     assert (ckpt.arch, ckpt.overrides) == ("pvtv2_b1", {"img_size": 224, "num_classes": 1000})
-    assert ckpt.config["lr"] == 5e-4
+    assert ckpt.config["lr"] == 5e-4 and ckpt.config["output_dir"] == Path("out")
 
 
 def test_raw_state_dict_architecture_is_inferred_from_its_keys(tmp_path, micro_state):
@@ -194,9 +197,13 @@ def test_wrong_architecture_names_the_one_that_fits(tmp_path, micro_state):
     path = tmp_path / "micro.pth"
     torch.save({"state_dict": micro_state}, path)
     message = _error(build_from_checkpoint, path, "slide_swin_tiny", **SMALL_ARGS)
-    assert "does not fit SlideSwinTransformer" in message
-    assert "missing key(s)" in message and "shape mismatch(es)" in message
-    assert "fit slide_swin_micro" in message
+    assert "embed_dim=16, depths=1,1,1,1, num_heads=1,2,2,4 (given) does not fit the weights" in message
+    assert "their shapes give embed_dim=32, depths=2,2,2, num_heads=2,4,8" in message
+    assert "the weights fit slide_swin_micro as it is" in message
+    message = _error(build_from_checkpoint, path, "slide_pvt_tiny")
+    assert "does not fit PyramidVisionTransformer" in message
+    assert "missing key(s)" in message and "unexpected key(s)" in message
+    assert "the weights fit slide_swin_micro" in message
 
 
 def test_wrong_shapes_are_listed_with_both_shapes(micro_state):
@@ -204,6 +211,9 @@ def test_wrong_shapes_are_listed_with_both_shapes(micro_state):
     message = _error(load_state_dict_into, create_model("slide_swin_micro"), bad, "bad.pth")
     assert message.startswith("bad.pth: ") and "2 shape mismatch(es)" in message
     assert "head.weight (7, 128) vs (10, 128)" in message
+    assert "the weights fit slide_swin_micro (num_classes=7 (weights)" in message
+    wide = dict(micro_state, **{"norm.weight": torch.zeros(7), "head.weight": torch.zeros(10, 7)})
+    message = _error(load_state_dict_into, create_model("slide_swin_micro"), wide, "wide.pth")
     assert "no registered architecture fits" in message and "closest: slide_swin_micro" in message
 
 
@@ -255,3 +265,57 @@ def test_unknown_model_name_and_unbuildable_config(tmp_path, micro_state):
 
 def test_checkpoint_error_is_a_slidelite_model_error():
     assert issubclass(CheckpointError, ModelError) and issubclass(CheckpointError, SlideliteError)
+
+
+# -- constructor arguments from the shapes (meta device: no weights are built) -----------------------------------
+
+INFERRED = [
+    ("slide_swin_tiny", dict(num_classes=10, img_size=160)),
+    ("slide_swin_tiny", dict(in_chans=1, embed_dim=24, depths=(1, 1, 3, 1), num_heads=(1, 2, 3, 6), img_size=96)),
+    ("slide_swin_micro", dict(num_classes=5, mlp_ratio=2.0, qkv_bias=False)),
+    ("swin_tiny_window", dict(num_classes=3, patch_norm=False)),
+    ("slide_pvt_tiny", dict(num_classes=10, img_size=160, embed_dims=(32, 64, 160, 256), ka=5)),
+    ("pvt_tiny", dict(num_classes=10, sr_ratios=(4, 2, 2, 1), mlp_ratios=(4, 4, 4, 4))),
+    ("slide_pvtv2_b1", dict(num_classes=10, depths=(1, 2, 1, 1), patch_size=2)),
+    ("slide_pvtv2_b2", dict(num_slide_stages=3, num_heads=(1, 2, 4, 8))),
+]
+
+
+@pytest.mark.parametrize("name, args", INFERRED)
+def test_arguments_the_shapes_determine_are_inferred(name, args):
+    """Whatever the changed arguments, the weights' shapes give them back, under the model's name or none."""
+    shapes = shapes_of(meta_model(name, **args).state_dict())
+    fit = fit_architecture(name, shapes)
+    assert fit is not None and fit.arguments == args and all(fit.sources[k].startswith("weights") for k in args)
+    assert find_architecture(shapes, list_models()) == fit
+
+
+def test_img_size_range_and_choice():
+    shapes = shapes_of(meta_model("slide_swin_tiny", img_size=160).state_dict())
+    assert img_size_range("slide_swin_tiny", {}, shapes) == (148, 163)  # stage-3 table: ceil(img / 16) == 10
+    assert choose_img_size((148, 163), 224) == 160 and choose_img_size((200, 250), 224) == 224
+    assert choose_img_size((148, 151), 224) == 148 and choose_img_size((193, None), 100) is None
+    shapes = shapes_of(meta_model("pvtv2_b1").state_dict())
+    assert img_size_range("pvtv2_b1", {}, shapes) == (1, None)  # no position embedding: any size
+
+
+def test_given_arguments_that_contradict_the_shapes_are_named(tmp_path, micro_state):
+    path = tmp_path / "micro.pth"
+    torch.save(micro_state, path)
+    with pytest.raises(ArgumentNeededError) as info:
+        build_from_checkpoint(path, num_classes=3)
+    assert info.value.argument == "num_classes"
+    assert "num_classes=3 (given) does not fit the weights: their head has num_classes=10" in str(info.value)
+
+
+def test_timm_style_checkpoint_names_its_arch(tmp_path, micro_state):
+    path = tmp_path / "timm.pth.tar"
+    args = argparse.Namespace(model="slide_swin_micro", num_classes=10, input_size=[1, 28, 28], img_size=None)
+    torch.save({"epoch": 3, "arch": "slide_swin_micro", "state_dict": micro_state, "args": args,
+                "state_dict_ema": micro_state}, path)
+    ckpt = read_checkpoint(path)
+    assert (ckpt.arch, ckpt.overrides) == ("slide_swin_micro", {"num_classes": 10, "in_chans": 1, "img_size": 28})
+    assert (ckpt.source_format, ckpt.unused_weights) == ("state_dict", "state_dict_ema")
+    assert read_checkpoint(path, prefer_ema=True).unused_weights == "state_dict"
+    torch.save({"state_dict_ema": micro_state}, path)
+    assert "holds only EMA weights" in _error(read_checkpoint, path, prefer_ema=False)

@@ -690,11 +690,13 @@ def _torch_save(name: str, build: Callable[[Workspace, Path], object], marker: b
 
 
 def _wrong_shapes(ws: Workspace, folder: Path) -> object:
+    """A head whose weight and bias disagree (5 vs 7 classes): no model has it (a consistent 5-class head is a
+    fine-tuned model, and converts)."""
     import torch
 
     state = ws.micro_state_dict()
     state["head.weight"] = torch.zeros(5, state["head.weight"].shape[1])
-    state["head.bias"] = torch.zeros(5)
+    state["head.bias"] = torch.zeros(7)
     return state
 
 
