@@ -90,6 +90,7 @@ class LoadedModel:
     license: str = ""
     source: str = ""
     checkpoint_sha256: str = ""
+    warnings: Tuple[str, ...] = ()  # what loading had to assume or find out (reported with the result)
 
     @property
     def channels(self) -> int:
