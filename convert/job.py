@@ -113,4 +113,5 @@ class ConversionResult:
     sizes: Dict[str, int] = field(default_factory=dict)
     latency_ms: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    int8_recipe: str = ""  # the recipe run, why it was chosen, the share of weights int8 (empty for fp32)
     report: str = ""
