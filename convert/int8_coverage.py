@@ -99,7 +99,7 @@ def tflite_weight_shares(model: bytes) -> Dict[str, int]:
                 tensor = graph.tensors[index] if index >= 0 else None
                 if tensor is None or tensor.type not in floats or not _has_data(tree, tensor):
                     continue
-                sizes[tensor.buffer] = int(np.prod(tensor.shape)) if len(tensor.shape) else 1
+                sizes[tensor.buffer] = _elements(tensor)
                 if kinds.get(tensor.buffer, OTHER) == OTHER:
                     kinds[tensor.buffer] = kind
     return _by_kind(sizes, kinds)
@@ -150,7 +150,7 @@ def tflite_int8_fraction(model: bytes) -> float:
         for tensor in graph.tensors:
             if (tensor.type in eight or tensor.type in floats) and _has_data(tree, tensor):
                 seen[tensor.buffer] = tensor.type in eight
-                sizes[tensor.buffer] = int(np.prod(tensor.shape)) if len(tensor.shape) else 1
+                sizes[tensor.buffer] = _elements(tensor)
     int8 = sum(size for buffer, size in sizes.items() if seen[buffer])
     return int8 / max(1, sum(sizes.values()))
 
@@ -167,6 +167,10 @@ def _read_tflite(model: bytes):
     from ai_edge_litert.tools import flatbuffer_utils
 
     return flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+
+
+def _elements(tensor) -> int:
+    return int(np.prod(tensor.shape)) if tensor.shape is not None and len(tensor.shape) else 1
 
 
 def _has_data(tree, tensor) -> bool:
