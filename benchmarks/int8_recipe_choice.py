@@ -47,6 +47,7 @@ def measure_model(model: str, size, recipes, folder: Path, args: argparse.Namesp
     from slidelite.convert.onnx_export import export_onnx, onnx_logits, simplify_onnx
     from slidelite.convert.pipeline import int8_weight_onnx
     from slidelite.convert.quantize import DEFAULT_RECIPE, get_recipe, quantize_onnx
+    from slidelite.convert.report import profile_op_types
     from slidelite.convert.verify import compare_logits
 
     job = ConversionJob(model=model, output=folder / "unused.onnx", calib=folder / "photos", progress=False,
@@ -73,7 +74,9 @@ def measure_model(model: str, size, recipes, folder: Path, args: argparse.Namesp
                      "agreement": parity.top1_agreement, "cosine": parity.cosine})
     timing = measure([runtime_target(label, path, "onnxruntime", args.threads) for label, path in files.items()],
                      warmup=3, runs=args.runs, progress=False)
-    for row, label in zip(rows, files):
+    example = images.inputs[:1]
+    for row, (label, path) in zip(rows, files.items()):
+        row["kernel_ms"] = sum(profile_op_types(path, example, args.threads, runs=5).values())
         row["p50_ms"] = timing.row(label)["p50_ms"]
         speed = timing.ratio("fp32", label)
         row["speed"] = f"{speed:.2f}x faster" if speed >= 1 else f"{1 / speed:.2f}x slower"
@@ -108,13 +111,15 @@ def main() -> int:
             print(f"[{time.perf_counter() - start:6.0f} s] {model}", file=sys.stderr, flush=True)
     save_json("int8_recipe_choice", {"rows": rows, "bench": report, "cpu": cpu_with_flags()})
     table = markdown_table(rows, [("model", "model"), ("recipe", "recipe"), ("p50_ms", "p50 ms"),
-                                  ("speed", "int8 vs fp32"), ("size_ratio", "size vs fp32"),
+                                  ("speed", "int8 vs fp32"),
+                                  ("kernel_ms", "kernel ms (profiler)"), ("size_ratio", "size vs fp32"),
                                   ("int8_share", "weights int8"), ("agreement", "top-1 agreement"),
                                   ("cosine", "worst cosine")])
     body = "\n\n".join([
         "`python benchmarks/int8_recipe_choice.py` — self-initialised weights, batch 1, 24 real photos and crops "
         "(scikit-image) for calibration and agreement (vs the fp32 ONNX file); p50 of "
-        f"{args.runs} interleaved rounds through slidelite's onnxruntime backend. CPU: {cpu_with_flags()}.",
+        f"{args.runs} interleaved rounds through slidelite's onnxruntime backend; kernel ms: onnxruntime's "
+        f"profiler, sum over op types, 5 runs (not interleaved). CPU: {cpu_with_flags()}.",
         environment_line(report, args.threads), table])
     print(body)
     if not args.no_docs:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -18,11 +18,13 @@ import torch
 
 from slidelite.convert import ConversionJob
 from slidelite.convert.errors import ConversionError
+from slidelite.convert.int8_coverage import CONV, MATMUL, OTHER, choose_recipe
 from slidelite.convert.load import load_model
+from slidelite.convert.model_metadata import build_metadata
+from slidelite.convert.report import speed_ratio
 from slidelite.convert.user_model import ASSUMED_PREPROCESS
 from slidelite.model_file import open_model_file
 from slidelite.preprocess import prepare_input
-from tests import _torch_classifiers as zoo
 from tests._cli_fixtures import ROOT, run_cli
 from tests._convert_fixtures import photo_folder_fixture
 
@@ -155,10 +157,12 @@ def test_one_channel_first_conv_means_greyscale(user_code, monkeypatch):
 # ------------------------------------------------------------------------------------ real models end to end
 
 
-def _torch_top1(module: torch.nn.Module, model: Path, images: List[Path]) -> Dict[str, int]:
-    metadata = open_model_file(model).metadata
+def _torch_top1(model_name: str, size: Optional[str], images: List[Path]) -> Dict[str, int]:
+    """torch's top-1 per photo, preprocessed by the runtime as the NCHW ONNX metadata of the model says."""
+    loaded = _load(f"{FACTORIES}:{model_name}", **({"input_size": (int(size), int(size))} if size else {}))
+    metadata = build_metadata(loaded, tuple(f"class_{i}" for i in range(loaded.num_classes)))
     with torch.no_grad():
-        return {str(p): int(module(torch.from_numpy(prepare_input(str(p), metadata))).argmax()) for p in images}
+        return {str(p): int(loaded.module(torch.from_numpy(prepare_input(str(p), metadata))).argmax()) for p in images}
 
 
 def _classify_top1(model: Path, images: List[Path]) -> Dict[str, int]:
@@ -175,13 +179,11 @@ def _convert(model: str, out: Path, photos: Path, *extra: str) -> str:
     return run.stdout + run.stderr
 
 
-def _check_classifies_like_torch(model_name: str, onnx_fp32: Path, files: List[Path], photos: Path,
+def _check_classifies_like_torch(model_name: str, size: Optional[str], files: List[Path], photos: Path,
                                  min_agreement: float) -> None:
-    """``slidelite classify`` on every file vs the torch module on the photos as the runtime preprocesses them
-    for the fp32 ONNX file (NCHW, normalized): the same top-1 for fp32, ``min_agreement`` for int8."""
-    module = getattr(zoo, model_name)()
+    """``slidelite classify`` on every file vs torch: the same top-1 for fp32, ``min_agreement`` for int8."""
     images = sorted(photos.iterdir())
-    reference = _torch_top1(module, onnx_fp32, images)
+    reference = _torch_top1(model_name, size, images)
     for path in files:
         got = _classify_top1(path, images)
         agree = np.mean([got[str(p)] == reference[str(p)] for p in images])
@@ -189,24 +191,80 @@ def _check_classifies_like_torch(model_name: str, onnx_fp32: Path, files: List[P
         assert agree >= floor, (path.name, agree)
 
 
-@pytest.mark.parametrize("model_name, size, formats", [
-    ("mobilenet_v3_small", "96", ("onnx", "tflite")),
-    ("vit_tiny_64", None, ("onnx", "tflite")),
-    pytest.param("resnet18", "64", ("onnx", "tflite"), marks=pytest.mark.slow),
-    pytest.param("efficientnet_b0", "96", ("onnx", "tflite"), marks=pytest.mark.slow),
-    pytest.param("timm_convnext_atto", "64", ("onnx", "tflite"), marks=pytest.mark.slow),
-    pytest.param("timm_deit_tiny_96", None, ("onnx", "tflite"), marks=pytest.mark.slow),
+def _slow(*values):
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("model_name, size, fmt", [
+    ("mobilenet_v3_small", "96", "onnx"),
+    ("vit_tiny_64", None, "onnx"),
+    ("vit_tiny_64", None, "tflite"),
+    _slow("mobilenet_v3_small", "96", "tflite"),
+    _slow("resnet18", "64", "onnx"),
+    _slow("resnet18", "64", "tflite"),
+    _slow("efficientnet_b0", "96", "onnx"),
+    _slow("efficientnet_b0", "96", "tflite"),
+    _slow("timm_convnext_atto", "64", "onnx"),
+    _slow("timm_convnext_atto", "64", "tflite"),
+    _slow("timm_deit_tiny_96", None, "onnx"),
+    _slow("timm_deit_tiny_96", None, "tflite"),
 ])
-def test_real_classifiers_convert_and_classify_like_torch(tmp_path, photos, model_name, size, formats):
+def test_real_classifiers_convert_and_classify_like_torch(tmp_path, photos, model_name, size, fmt):
+    """fp32 and int8 (the recipe the converter picks for the graph) of one format, with metadata; classify's
+    top-1 equals torch's for fp32 and agrees on most photos for int8 (self-initialised weights)."""
     sizing = ["--img-size", size] if size else []
     files = []
-    for fmt in formats:
-        for int8 in (False, True):
-            out = tmp_path / f"{model_name}{'-int8' if int8 else ''}.{fmt}"
-            _convert(model_name, out, photos, "--format", fmt, *sizing, *(["--int8", "--force"] if int8 else []))
-            meta = open_model_file(out).metadata
-            assert meta.provenance.architecture == f"{FACTORIES}:{model_name}" and meta.metrics["fp32_vs_torch_cosine"]
-            if int8:
-                assert meta.precision == "int8" and meta.metrics["int8_weight_fraction"] >= 0.5, meta.metrics
-            files.append(out)
-    _check_classifies_like_torch(model_name, files[0], files, photos, min_agreement=0.8)
+    for int8 in (False, True):
+        out = tmp_path / f"{model_name}{'-int8' if int8 else ''}.{fmt}"
+        report = _convert(model_name, out, photos, "--format", fmt, *sizing, *(["--int8", "--force"] if int8 else []))
+        meta = open_model_file(out).metadata
+        assert meta.provenance.architecture == f"{FACTORIES}:{model_name}"
+        assert meta.metrics["fp32_vs_torch_cosine"] >= 0.99999 and meta.labels[0] == "class_0"
+        if int8:
+            assert meta.precision == "int8" and meta.metrics["int8_weight_fraction"] >= 0.5, meta.metrics
+            assert f"{meta.metrics['int8_recipe']} (chosen: " in report
+        files.append(out)
+    _check_classifies_like_torch(model_name, size, files, photos, min_agreement=0.75)
+
+
+# ------------------------------------------------------------------------------------ int8 that means int8
+
+
+def test_recipe_choice_follows_the_weights():
+    cnn = {CONV: 11_000_000, MATMUL: 500_000, OTHER: 9_000}
+    transformer = {CONV: 35_000, MATMUL: 560_000, OTHER: 4_000}
+    assert choose_recipe(None, "dynamic-matmul", "onnx", cnn).name == "static-qdq-conv"
+    assert choose_recipe(None, "dynamic-int8", "tflite", cnn).name == "full-int8"
+    assert choose_recipe(None, "dynamic-matmul", "onnx", transformer).name == "dynamic-matmul"
+    assert choose_recipe(None, "dynamic-matmul", "onnx", cnn).reason == "96% of the weights are convolution"
+    named = choose_recipe("dynamic-matmul", "dynamic-matmul", "onnx", cnn)
+    assert named.name == "dynamic-matmul" and named.reason == ""
+    assert named.precision("int8", 0.04) == "mixed" and named.precision("int8", 0.97) == "int8"
+    assert named.precision("int8-weights", 0.3) == "mixed" and named.precision("fp32", 0.0) == "fp32"
+    assert named.warning(0.97) is None
+    assert named.warning(0.04) == ("int8 recipe dynamic-matmul left most weights float: only 4% are int8, so the file "
+                                   "is labelled precision 'mixed', not int8; --int8-recipe static-qdq-conv quantizes "
+                                   "the convolutions (96% of the weights)")
+
+
+@pytest.mark.parametrize("fp32_ms, int8_ms, text", [(10.0, 5.0, "int8 2.00x faster"), (10.0, 10.5, "int8 1.05x slower"),
+                                                    (10.0, 10.0, "int8 1.00x faster")])
+def test_latency_ratio_says_slower_when_slower(fp32_ms, int8_ms, text):
+    assert speed_ratio(fp32_ms, int8_ms) == text
+
+
+def test_cnn_int8_quantizes_its_convolutions_and_a_matmul_recipe_is_not_called_int8(tmp_path, photos):
+    """ResNet-18: the default int8 is the conv recipe (>= 90% of the weights int8, ~0.26x the size); the MatMul
+    recipe forced on it leaves ~4% int8, so the file says precision 'mixed' and the run warns."""
+    auto, forced = tmp_path / "auto.onnx", tmp_path / "forced.onnx"
+    report = _convert("resnet18", auto, photos, "--img-size", "64", "--int8", "--force")
+    meta = open_model_file(auto).metadata
+    assert meta.precision == "int8" and meta.metrics["int8_recipe"] == "static-qdq-conv"
+    assert meta.metrics["int8_weight_fraction"] > 0.9
+    assert "int8 recipe    static-qdq-conv (chosen: 96% of the weights are convolution); 100% of the weights int8" in report
+    report = _convert("resnet18", forced, photos, "--img-size", "64", "--int8", "--int8-recipe", "dynamic-matmul")
+    meta = open_model_file(forced).metadata
+    assert meta.precision == "mixed" and meta.metrics["int8_weight_fraction"] < 0.1
+    assert "warning: int8 recipe dynamic-matmul left most weights float: only 4% are int8" in report
+    assert "--int8-recipe static-qdq-conv quantizes the convolutions" in report
+    assert forced.stat().st_size > 3 * auto.stat().st_size

@@ -65,10 +65,13 @@ def _require_extras() -> None:
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Folder of calibration/validation images (also used by the parity check).")
 @click.option("--int8-recipe", default=None,
-              help="int8 recipe of the format: onnx dynamic-matmul (default), static-qdq-matmul, ...; tflite "
-                   "dynamic-int8 (default), full-int8; both: weight-only (int8-stored weights, fp32 compute) "
-                   "(docs/converter.md, docs/tflite.md).")
-@click.option("--img-size", type=click.IntRange(min=1), default=None, help="Square input size (e.g. 224).")
+              help="int8 recipe of the format: onnx dynamic-matmul, static-qdq-conv, static-qdq-matmul, ...; tflite "
+                   "dynamic-int8, full-int8; both: weight-only (int8-stored weights, fp32 compute). Default: chosen "
+                   "by the graph (mostly conv: static-qdq-conv / full-int8, else dynamic-matmul / dynamic-int8; "
+                   "docs/converter.md, docs/tflite.md).")
+@click.option("--img-size", type=click.IntRange(min=1), default=None,
+              help="Square input size (e.g. 224); needed for a module:attr model that declares none and accepts "
+                   "several.")
 @click.option("--input-size", default=None, metavar="HxW", help="Input height x width (overrides --img-size).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Normalization mean per channel (0..1 scale).")
 @click.option("--std", default=None, metavar="S[,S,S]", help="Normalization std per channel (0..1 scale).")
