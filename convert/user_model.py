@@ -93,11 +93,16 @@ def import_factory(spec: str) -> Tuple[Any, Any]:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``Type: first message line (file:line)`` — where in the user's code it was raised, in one line."""
+    """``Type: first message line (file:line)`` in one line; the place is the innermost frame outside torch and
+    the import machinery (the user's or the package's own code), else the innermost one."""
+    import torch
+
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
-    return f"{text} ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else text
+    library = str(Path(torch.__file__).parent)
+    own = [f for f in frames if not f.filename.startswith((library, "<frozen"))] or frames
+    return f"{text} ({Path(own[-1].filename).name}:{own[-1].lineno})" if own else text
 
 
 def module_config(module: Any, factory: Any = None) -> Optional[Any]:
