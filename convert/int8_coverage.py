@@ -24,7 +24,7 @@ ONNX_MATMUL_OPS = {"MatMul", "Gemm"}
 TFLITE_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 TFLITE_MATMUL_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL")
 #: the recipe each format picks for a mostly-convolution graph (measured: benchmarks/int8_recipe_choice.py)
-CONV_RECIPES = {"onnx": "static-qdq-conv", "tflite": "full-int8"}
+CONV_RECIPES = {"onnx": "static-qdq-conv", "tflite": "dynamic-int8-conv"}
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def test_recipe_choice_follows_the_weights():
     cnn = {CONV: 11_000_000, MATMUL: 500_000, OTHER: 9_000}
     transformer = {CONV: 35_000, MATMUL: 560_000, OTHER: 4_000}
     assert choose_recipe(None, "dynamic-matmul", "onnx", cnn).name == "static-qdq-conv"
-    assert choose_recipe(None, "dynamic-int8", "tflite", cnn).name == "full-int8"
+    assert choose_recipe(None, "dynamic-int8", "tflite", cnn).name == "dynamic-int8-conv"
     assert choose_recipe(None, "dynamic-matmul", "onnx", transformer).name == "dynamic-matmul"
     assert choose_recipe(None, "dynamic-matmul", "onnx", cnn).reason == "96% of the weights are convolution"
     named = choose_recipe("dynamic-matmul", "dynamic-matmul", "onnx", cnn)

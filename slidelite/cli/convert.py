@@ -66,8 +66,8 @@ def _require_extras() -> None:
               help="Folder of calibration/validation images (also used by the parity check).")
 @click.option("--int8-recipe", default=None,
               help="int8 recipe of the format: onnx dynamic-matmul, static-qdq-conv, static-qdq-matmul, ...; tflite "
-                   "dynamic-int8, full-int8; both: weight-only (int8-stored weights, fp32 compute). Default: chosen "
-                   "by the graph (mostly conv: static-qdq-conv / full-int8, else dynamic-matmul / dynamic-int8; "
+                   "dynamic-int8, dynamic-int8-conv, full-int8; both: weight-only (int8-stored weights, fp32 compute). Default: chosen "
+                   "by the graph (mostly conv: static-qdq-conv / dynamic-int8-conv, else dynamic-matmul / dynamic-int8; "
                    "docs/converter.md, docs/tflite.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None,
               help="Square input size (e.g. 224); needed for a module:attr model that declares none and accepts "
