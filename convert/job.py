@@ -41,8 +41,10 @@ class ConversionJob:
         int8: also quantize to int8 (needs ``calib``).
         calib: folder of calibration / validation images (also used by verify when given).
         int8_recipe: name of the int8 recipe of the format (:mod:`slidelite.convert.quantize`, ONNX;
-            :mod:`slidelite.convert.tflite_quantize`, TFLite); None: that format's default.
-        preprocess: overrides of the pretrained configuration.
+            :mod:`slidelite.convert.tflite_quantize`, TFLite); None: chosen by what the graph holds
+            (:func:`slidelite.convert.int8_coverage.choose_recipe`).
+        preprocess: overrides of the pretrained configuration (a user module that declares no input size and
+            accepts several needs ``input_size``: :mod:`slidelite.convert.user_model`).
         dynamic_batch: export a dynamic batch axis instead of batch 1.
         opset: ONNX opset.
         min_agreement: int8 top-1 agreement gate (fraction of images).

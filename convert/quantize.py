@@ -69,7 +69,8 @@ DEFAULT_RECIPE = "dynamic-matmul"
 
 
 def get_recipe(name: Optional[str]) -> Int8Recipe:
-    """The recipe called ``name``; None (``--int8-recipe`` not given) means :data:`DEFAULT_RECIPE`.
+    """The recipe called ``name``; None means :data:`DEFAULT_RECIPE` (the converter itself picks by the graph
+    when ``--int8-recipe`` is not given: :func:`slidelite.convert.int8_coverage.choose_recipe`).
 
     Raises:
         UsageError: unknown name (the known ones are listed).
