@@ -302,6 +302,15 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, 
     return "\n".join(lines)
 
 
+def cpu_with_flags() -> str:
+    """The CPU model and the SIMD flags that decide int8 speed (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+    from slidelite.bench import cpu_model
+
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
+    return f"{cpu_model()} ({', '.join(isa) or 'no AVX2'})"
+
+
 def environment_line(report: Dict[str, Any], threads: int) -> str:
     """One line saying where and under which load the numbers were measured."""
     device = report["device"]

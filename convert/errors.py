@@ -34,6 +34,11 @@ class ModelSpecError(UsageError):
     """``--model`` names no zoo model or importable ``module:attr`` factory (exit code 2)."""
 
 
+class ModelBuildError(ConversionError):
+    """The user's model code failed: importing ``module:attr`` raised, the factory raised, or it gave no
+    ``torch.nn.Module`` (exit code 1)."""
+
+
 class CheckpointLoadError(ConversionError):
     """A checkpoint is missing, unsafe, or does not fit the architecture."""
 

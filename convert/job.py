@@ -47,8 +47,10 @@ class ConversionJob:
         int8: also quantize to int8 (needs ``calib``).
         calib: folder of calibration / validation images (also used by verify when given).
         int8_recipe: name of the int8 recipe of the format (:mod:`slidelite.convert.quantize`, ONNX;
-            :mod:`slidelite.convert.tflite_quantize`, TFLite); None: that format's default.
-        preprocess: overrides of the pretrained configuration.
+            :mod:`slidelite.convert.tflite_quantize`, TFLite); None: chosen by what the graph holds
+            (:func:`slidelite.convert.int8_coverage.choose_recipe`).
+        preprocess: overrides of the pretrained configuration (a user module that declares no input size and
+            accepts several needs ``input_size``: :mod:`slidelite.convert.user_model`).
         dynamic_batch: export a dynamic batch axis instead of batch 1.
         opset: ONNX opset.
         min_agreement: int8 top-1 agreement gate (fraction of images).
@@ -107,6 +109,7 @@ class LoadedModel:
     source: str = ""
     checkpoint_sha256: str = ""
     origin: Tuple[Tuple[str, str], ...] = ()
+    warnings: Tuple[str, ...] = ()  # what loading had to assume or find out (reported with the result)
 
     @property
     def channels(self) -> int:
@@ -129,5 +132,6 @@ class ConversionResult:
     sizes: Dict[str, int] = field(default_factory=dict)
     latency_ms: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    int8_recipe: str = ""  # the recipe run, why it was chosen, the share of weights int8 (empty for fp32)
     report: str = ""
     origin: Tuple[Tuple[str, str], ...] = ()

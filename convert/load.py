@@ -2,34 +2,37 @@
 eval mode with its pretrained configuration, and re-parameterize it for inference."""
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from slidelite.metadata import PreprocessSpec
 
 from .errors import CheckpointLoadError, ConversionError, ModelSpecError
 from .job import ConversionJob, LoadedModel, PreprocessOverrides
+from .user_model import resolve_input, user_model
 
 
 def load_model(job: ConversionJob) -> LoadedModel:
     """Build the model named by the job, load its checkpoint, apply preprocessing overrides; eval mode.
 
     Raises:
-        ModelSpecError: unknown zoo name (close names suggested) or a ``module:attr`` that does not import.
+        ModelSpecError: unknown zoo name (close names suggested), or a ``module:attr`` naming no module/attribute.
+        ModelBuildError: the ``module:attr`` code failed (import or factory raised, no module returned).
+        ConversionError: a user module's input size cannot be told (:mod:`slidelite.convert.user_model`).
         CheckpointLoadError: the checkpoint is missing, unsafe or for another architecture, or fits only with an
             argument the user gave otherwise / the weights do not determine (the flag to pass is named).
     """
     from slidelite import zoo
 
     ckpt, origin = None, ()
-    if job.module is not None or (job.model is not None and ":" in job.model):
+    user_module = job.module is not None or (job.model is not None and ":" in job.model)
+    if user_module:
         if set(job.model_args) - {"img_size"}:
             raise ModelSpecError(f"{_arguments(job.model_args)}: --num-classes and --model-arg set zoo model "
                                  "arguments; a module:attr factory or module builds its own model")
-        module = job.module if job.module is not None else _from_factory(job.model)
-        arch, cfg = job.model or type(module).__name__, None
+        module, cfg = user_model(job.module, job.model)
+        arch = job.model or type(module).__name__
         if job.checkpoint is not None:
             ckpt = load_checkpoint_into(module, job.checkpoint, job.ema)
         built_args = {k: v for k, v in ckpt.overrides.items() if k == "img_size"} if ckpt is not None else {}
@@ -40,6 +43,9 @@ def load_model(job: ConversionJob) -> LoadedModel:
         origin = _origin(arch, ckpt, built_args, job.checkpoint)
     overrides = _preprocess_overrides(job.preprocess, cfg, built_args)
     module.eval()
+    notes: List[str] = []
+    if user_module:
+        overrides, notes = resolve_input(module, cfg, overrides)
     preprocess, input_size = _preprocess_spec(cfg, overrides)
     num_classes = _num_classes(module, cfg, (1, preprocess.channels) + tuple(input_size))
     return LoadedModel(
@@ -47,6 +53,7 @@ def load_model(job: ConversionJob) -> LoadedModel:
         label_set=getattr(cfg, "label_set", ""), license=getattr(cfg, "license", ""),
         source=getattr(cfg, "source", "") or arch, checkpoint_sha256=ckpt.sha256 if ckpt is not None else "",
         origin=origin,
+        warnings=tuple(notes),
     )
 
 
@@ -121,27 +128,6 @@ def _zoo_name(name: Optional[str]) -> str:
     except zoo.UnknownModelError as exc:
         raise ModelSpecError(f"--model: {exc}") from None
     return name
-
-
-def _from_factory(spec: str) -> Any:
-    """Import ``module:attr`` and call it (or take it, when it already is a module)."""
-    import torch
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelSpecError(f"--model {spec}: cannot import module '{module_name}' ({exc})") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            close = difflib.get_close_matches(part, [n for n in dir(target) if not n.startswith("_")], n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ModelSpecError(f"--model {spec}: '{module_name}' has no attribute '{attr}'{hint}")
-        target = getattr(target, part)
-    module = target if isinstance(target, torch.nn.Module) else target() if callable(target) else None
-    if not isinstance(module, torch.nn.Module):
-        raise ModelSpecError(f"--model {spec}: expected a torch.nn.Module or a factory returning one")
-    return module
 
 
 def _checkpoint_api() -> Any:

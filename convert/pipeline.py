@@ -23,13 +23,14 @@ from slidelite.metadata import ModelMetadata
 
 from .calibration import CalibrationSet, ImageFolderReader, image_files, load_calibration_set
 from .errors import ConversionError
+from .int8_coverage import choose_recipe, onnx_int8_fraction, onnx_weight_shares
 from .job import ConversionJob, ConversionResult, LoadedModel
 from .labels import resolve_labels
 from .load import load_model, reparameterize
 from .model_metadata import build_metadata
 from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logits, simplify_onnx
 from .output import check_output_path, staged_output
-from .quantize import get_recipe, quantize_onnx
+from .quantize import DEFAULT_RECIPE, get_recipe, quantize_onnx
 from .report import format_report, measure_latency
 from .verify import check_fp32, check_int8, compare_logits, torch_logits
 
@@ -115,7 +116,7 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
         with _step(bar, "load"):
             loaded, metadata, images = prepare(job)
             reference = torch_logits(loaded.module, images.inputs)
-        warnings = [images.skipped_summary()] if images.skipped else []
+        warnings = list(loaded.warnings) + ([images.skipped_summary()] if images.skipped else [])
         fp32 = Path(work) / "fp32.onnx"
         with _step(bar, "export ONNX"):
             export_onnx(loaded.module, fp32, loaded.input_shape(1), opset=job.opset, dynamic_batch=job.dynamic_batch)
@@ -129,9 +130,10 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
             final_logits = onnx_logits(fp32, images.inputs, job.threads)
             fp32_parity = compare_logits(reference, final_logits)
             check_fp32(fp32_parity, str(job.output))
-        final, int8_parity = fp32, None
+        final, int8_parity, choice, int8_fraction = fp32, None, None, 0.0
         if job.int8:
-            recipe = get_recipe(job.int8_recipe)
+            choice = choose_recipe(job.int8_recipe, DEFAULT_RECIPE, "onnx", onnx_weight_shares(fp32))
+            recipe = get_recipe(choice.name)
             with _step(bar, f"int8 ({recipe.name})"):
                 if recipe.int8_storage:
                     final = int8_weight_onnx(loaded, images.inputs, Path(work), job)
@@ -141,7 +143,8 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                 final_logits = onnx_logits(final, images.inputs, job.threads)
                 int8_parity = compare_logits(reference, final_logits)
                 forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
-            warnings += [forced] if forced else []
+                int8_fraction = onnx_int8_fraction(final)
+            warnings += [w for w in (forced, choice.warning(int8_fraction)) if w]
         sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if job.int8 else {})}
         latency: Dict[str, float] = {}
         if job.latency_runs:
@@ -149,10 +152,11 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                 latency = measure_latency({"fp32": fp32, **({"int8": final} if job.int8 else {})},
                                           images.inputs[:1], job.threads, job.latency_runs)
         metrics: Dict[str, Any] = {**fp32_parity.as_metrics("fp32_vs_torch"), "validation_images": len(images)}
-        if int8_parity is not None:
-            metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=get_recipe(job.int8_recipe).name)
+        if choice is not None:
+            metrics.update(int8_parity.as_metrics("int8_vs_torch"), int8_recipe=choice.name,
+                           int8_weight_fraction=round(int8_fraction, 4))
         final_meta = build_metadata(loaded, metadata.labels, name=job.name, metrics=metrics,
-                                    precision=get_recipe(job.int8_recipe).precision if job.int8 else "fp32")
+                                    precision=choice.precision(recipe.precision, int8_fraction) if choice else "fp32")
         with _step(bar, "write"), staged_output(job.output) as staged:
             embed_metadata(final, final_meta, staged)
             if not np.allclose(onnx_logits(staged, images.inputs[:1], job.threads), final_logits[:1],
@@ -160,6 +164,7 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                 raise ConversionError(f"{job.output}: the written file does not reproduce the verified graph")
     result = ConversionResult(output=Path(job.output), metadata=final_meta, fp32_parity=asdict(fp32_parity),
                               int8_agreement=asdict(int8_parity) if int8_parity else None, sizes=sizes,
-                              latency_ms=latency, warnings=warnings, origin=loaded.origin)
+                              latency_ms=latency, warnings=warnings, origin=loaded.origin,
+                              int8_recipe=choice.describe(int8_fraction) if choice else "")
     result.report = format_report(result)
     return result

@@ -56,6 +56,10 @@ RECIPES: Dict[str, Int8Recipe] = {r.name: r for r in (
                "static QDQ of every op onnxruntime can quantize (its defaults: per-tensor, MinMax): the baseline "
                "the issue measured as slower than fp32",
                static=True, op_types=(), per_channel=False, reduce_range=False, weights_only=False),
+    Int8Recipe("static-qdq-conv",
+               "static QDQ of every op onnxruntime can quantize, per-channel 7-bit weights, MinMax-calibrated uint8 "
+               "activations: the CNN recipe (Conv weights int8, QLinearConv)",
+               static=True, op_types=(), weights_only=False),
     Int8Recipe("weight-only",
                "int8 weight storage, float32 compute: Conv/Gemm weights rounded with GPTQ + bias correction on the "
                "calibration images, stored int8 per channel (small layers float16); same speed as fp32",
@@ -65,7 +69,8 @@ DEFAULT_RECIPE = "dynamic-matmul"
 
 
 def get_recipe(name: Optional[str]) -> Int8Recipe:
-    """The recipe called ``name``; None (``--int8-recipe`` not given) means :data:`DEFAULT_RECIPE`.
+    """The recipe called ``name``; None means :data:`DEFAULT_RECIPE` (the converter itself picks by the graph
+    when ``--int8-recipe`` is not given: :func:`slidelite.convert.int8_coverage.choose_recipe`).
 
     Raises:
         UsageError: unknown name (the known ones are listed).

@@ -66,6 +66,13 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.2f} MB"
 
 
+def speed_ratio(fp32_ms: float, int8_ms: float) -> str:
+    """``int8 1.79x faster`` or ``int8 1.05x slower`` (never a ratio under 1 called faster)."""
+    if int8_ms <= fp32_ms:
+        return f"int8 {fp32_ms / int8_ms:.2f}x faster"
+    return f"int8 {int8_ms / fp32_ms:.2f}x slower"
+
+
 def format_report(result: "ConversionResult") -> str:
     """A short plain-text table: how the model was built and which weights were used, sizes, fp32 parity vs torch,
     int8 agreement, latency fp32 vs int8."""
@@ -76,6 +83,8 @@ def format_report(result: "ConversionResult") -> str:
     p = result.fp32_parity
     rows.append(("fp32 vs torch", f"cos {p['cosine']:.7f}, max rel err {p['max_rel_err']:.1e}, top-1 "
                                   f"{p['top1_agreement']:.3f} ({p['images']} images)"))
+    if result.int8_recipe:
+        rows.append(("int8 recipe", result.int8_recipe))
     if result.int8_agreement:
         a = result.int8_agreement
         rows.append(("int8 vs torch", f"top-1 agreement {a['top1_agreement']:.3f}, cos {a['cosine']:.4f} "
@@ -84,7 +93,7 @@ def format_report(result: "ConversionResult") -> str:
     if lat:
         text = ", ".join(f"{label} {ms:.1f} ms" for label, ms in lat.items())
         if "int8" in lat and "fp32" in lat:
-            text += f" (int8 {lat['fp32'] / lat['int8']:.2f}x faster)"
+            text += f" ({speed_ratio(lat['fp32'], lat['int8'])})"
         rows.append(("latency (median, interleaved)", text))
     rows += [("warning", w) for w in result.warnings]
     width = max(len(k) for k, _ in rows)

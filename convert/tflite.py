@@ -23,6 +23,7 @@ from slidelite.metadata import ModelMetadata, PreprocessSpec, Quantization
 
 from .calibration import CalibrationSet
 from .errors import ConversionError, OutputPathError
+from .int8_coverage import RecipeChoice, choose_recipe, tflite_int8_fraction, tflite_weight_shares
 from .job import ConversionJob, ConversionResult, LoadedModel
 from .labels import resolve_labels
 from .load import load_model, reparameterize
@@ -32,7 +33,7 @@ from .pipeline import validation_set
 from .report import format_report
 from .tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
 from .tflite_metadata import embed_tflite_metadata, writer_python
-from .tflite_quantize import TFLiteInt8Recipe, calibration_warning, get_tflite_recipe, quantize_tflite
+from .tflite_quantize import DEFAULT_RECIPE, calibration_warning, get_tflite_recipe, quantize_tflite
 from .verify import Parity, check_fp32, check_int8, compare_logits, torch_logits
 
 
@@ -53,16 +54,16 @@ def tflite_metadata(loaded: LoadedModel, labels: Tuple[str, ...], job: Conversio
                           metrics=metrics)
 
 
-def check_tflite_job(job: ConversionJob) -> Optional[TFLiteInt8Recipe]:
-    """Validate the TFLite-specific options before any work; returns the int8 recipe (None without --int8).
+def check_tflite_job(job: ConversionJob) -> None:
+    """Validate the TFLite-specific options before any work (the int8 recipe is chosen after the fp32 export,
+    :func:`slidelite.convert.int8_coverage.choose_recipe`).
 
     Raises:
         UsageError: unknown recipe. ConversionError: --int8 without --calib, --dynamic-batch.
         OutputPathError: the output exists (no --overwrite), is not writable, or is one of the inputs.
     """
-    recipe = None
     if job.int8:
-        recipe = get_tflite_recipe(job.int8_recipe)
+        get_tflite_recipe(job.int8_recipe)
         if job.calib is None:
             raise ConversionError("--int8 needs calibration images: pass --calib DIR (a folder of photos)")
     if job.dynamic_batch:
@@ -73,7 +74,6 @@ def check_tflite_job(job: ConversionJob) -> Optional[TFLiteInt8Recipe]:
         if given is not None and Path(given).resolve() == output:
             raise OutputPathError(f"-o {job.output} is the {option} file; choose another output name")
     check_output_path(job.output, job.overwrite)
-    return recipe
 
 
 def convert_tflite(job: ConversionJob) -> ConversionResult:
@@ -82,14 +82,12 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
     Raises:
         SlideliteError: a one-line reason; nothing was written to ``job.output``.
     """
-    recipe = check_tflite_job(job)
+    check_tflite_job(job)
     writer = writer_python(job.tflite_support_python)  # before the slow steps: fail fast with the set-up command
     loaded = reparameterize(load_model(job))
     labels = resolve_labels(job.labels, loaded.num_classes, loaded.label_set, job.allow_duplicate_labels)
     images = validation_set(job, tflite_metadata(loaded, labels, job))
-    warnings: List[str] = [images.skipped_summary()] if images.skipped else []
-    if recipe is not None and recipe.full_integer:  # dynamic-int8 only validates on the images
-        warnings += [w for w in [calibration_warning(len(images))] if w]
+    warnings: List[str] = list(loaded.warnings) + ([images.skipped_summary()] if images.skipped else [])
     reference = torch_logits(_adapter(loaded, loaded.module), images.inputs)  # the zoo's deployed form
     with tempfile.TemporaryDirectory(prefix="slidelite-tflite-") as work:
         fp32 = export_tflite(_adapter(loaded, tflite_form(loaded.module)), Path(work) / "fp32.tflite",
@@ -97,8 +95,12 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
         fp32_logits = litert_logits(fp32, images, job.threads)
         fp32_parity = compare_logits(reference, fp32_logits)
         check_fp32(fp32_parity, str(job.output))
-        final, final_logits, int8_parity = fp32, fp32_logits, None
-        if recipe is not None:
+        final, final_logits, int8_parity, choice, int8_fraction = fp32, fp32_logits, None, None, 0.0
+        if job.int8:
+            choice = choose_recipe(job.int8_recipe, DEFAULT_RECIPE, "tflite", tflite_weight_shares(fp32.read_bytes()))
+            recipe = get_tflite_recipe(choice.name)
+            if recipe.full_integer:  # dynamic-int8 only validates on the images
+                warnings += [w for w in [calibration_warning(len(images))] if w]
             source = fp32
             if recipe.int8_storage:  # weights put on their int8 grid first (slidelite.convert.int8_weights)
                 from .int8_weights import rounded_copy
@@ -109,17 +111,20 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
             final_logits = litert_logits(final, images, job.threads)
             int8_parity = compare_logits(reference, final_logits)
             forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
-            warnings += [forced] if forced else []
-        metadata = final_metadata(final, loaded, labels, job, fp32_parity, int8_parity, len(images))
-        sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if recipe else {})}
-        latency = litert_latency({"fp32": fp32, **({"int8": final} if recipe else {})}, job.threads,
+            int8_fraction = tflite_int8_fraction(final.read_bytes())
+            warnings += [w for w in (forced, choice.warning(int8_fraction)) if w]
+        metadata = final_metadata(final, loaded, labels, job, fp32_parity, int8_parity, len(images),
+                                  choice, int8_fraction)
+        sizes = {"fp32": fp32.stat().st_size, **({"int8": final.stat().st_size} if choice else {})}
+        latency = litert_latency({"fp32": fp32, **({"int8": final} if choice else {})}, job.threads,
                                  job.latency_runs) if job.latency_runs else {}
         with staged_output(job.output) as staged:
             embed_tflite_metadata(final, staged, metadata, writer)
             check_written_file(staged, job.output, images, final_logits, job.threads)
     result = ConversionResult(output=Path(job.output), metadata=metadata, fp32_parity=fp32_parity.__dict__,
                               int8_agreement=int8_parity.__dict__ if int8_parity else None, sizes=sizes,
-                              latency_ms=latency, warnings=warnings, origin=loaded.origin)
+                              latency_ms=latency, warnings=warnings, origin=loaded.origin,
+                              int8_recipe=choice.describe(int8_fraction) if choice else "")
     result.report = format_report(result)
     return result
 
@@ -137,18 +142,22 @@ def tflite_form(module: Any) -> Any:
 
 
 def final_metadata(model: Path, loaded: LoadedModel, labels: Tuple[str, ...], job: ConversionJob, fp32: Parity,
-                   int8: Optional[Parity], images: int) -> ModelMetadata:
+                   int8: Optional[Parity], images: int, choice: Optional[RecipeChoice] = None,
+                   int8_fraction: float = 0.0) -> ModelMetadata:
     """The slidelite document of the file about to be written: its real tensor names, dtype and quantization,
-    and the measured parity."""
+    the measured parity, and for int8 the recipe ``choice`` and the share of weights stored int8 (the precision
+    says int8 only when at least half are)."""
     backend = _litert(model, 1)
     input_name, output_name, input_dtype, input_quant = (backend.input_name, backend.output_name, backend.input_dtype,
                                                          backend.input_quantization)
     backend.close()
     metrics: Dict[str, object] = {**fp32.as_metrics("fp32_vs_torch"), "validation_images": images}
-    if int8 is not None:
-        metrics.update(int8.as_metrics("int8_vs_torch"), int8_recipe=get_tflite_recipe(job.int8_recipe).name)
+    precision = "fp32"
+    if int8 is not None and choice is not None:
+        metrics.update(int8.as_metrics("int8_vs_torch"), int8_recipe=choice.name,
+                       int8_weight_fraction=round(int8_fraction, 4))
+        precision = choice.precision(get_tflite_recipe(choice.name).precision, int8_fraction)
     quant = Quantization(*input_quant) if input_quant is not None else None
-    precision = get_tflite_recipe(job.int8_recipe).precision if int8 is not None else "fp32"
     return tflite_metadata(loaded, labels, job, precision=precision,
                            input_name=input_name, output_name=output_name, input_dtype=input_dtype,
                            input_quantization=quant, metrics=metrics)

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q -e ".[dev,convert,onnx,litert,camera,plot]"
+# real third-party model code for the converter tests (tests/_torch_classifiers.py). --no-deps: their declared torch
+# would pull a CUDA build; torchvision's compiled ops are never loaded (its model files are imported as they are)
+$PY -m pip install -q --no-deps "torchvision==0.28.0" "timm==1.0.31"
 # the TFLite toolchain: litert-torch in .venv, and .venv-tflite (numpy<2) for tflite-support's metadata
 # writer, tflite-runtime and MediaPipe Tasks (see the script's header)
 ./scripts/setup_tflite.sh

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from slidelite.classifier import Classifier
-from slidelite.convert import ConversionJob, convert
+from slidelite.convert import ConversionJob, PreprocessOverrides, convert
 from slidelite.convert.errors import ParityError
 from slidelite.convert.labels import zoo_label_file
 from slidelite.convert.samples import write_sample_photos
@@ -118,7 +118,8 @@ class Noisy(torch.nn.Module):
 def test_fp32_gate_refuses_and_leaves_no_file(tmp_path, photos):
     out = tmp_path / "noisy.onnx"
     with pytest.raises(ParityError, match="fp32 parity gate failed"):
-        convert(ConversionJob(module=Noisy(), output=out, calib=photos, progress=False, latency_runs=0))
+        convert(ConversionJob(module=Noisy(), output=out, calib=photos, progress=False, latency_runs=0,
+                              preprocess=PreprocessOverrides(input_size=(64, 64))))
     assert os.listdir(tmp_path) == []
 
 
@@ -140,7 +141,8 @@ class NearTies(torch.nn.Module):
 def test_int8_gate_refuses_unless_forced(tmp_path, photos):
     net = NearTies()
     job = ConversionJob(module=net, output=tmp_path / "net.onnx", int8=True, calib=photos, progress=False,
-                        latency_runs=0, min_agreement=1.0, max_calib_images=12)
+                        latency_runs=0, min_agreement=1.0, max_calib_images=12,
+                        preprocess=PreprocessOverrides(input_size=(64, 64)))
     with pytest.raises(ParityError, match="under --min-agreement 1.0"):
         convert(job)
     assert os.listdir(tmp_path) == []

@@ -3,6 +3,7 @@ quantize, metadata, verify gates, atomic output. Small models (slide_swin_micro)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from slidelite.convert import calibration, labels, load, model_metadata, onnx_export, output, quantize, verify
-from slidelite.convert.errors import (CalibrationError, ConversionError, LabelsError, ModelSpecError, OutputPathError,
-                                      ParityError)
+from slidelite.convert.errors import (CalibrationError, ConversionError, LabelsError, ModelBuildError, ModelSpecError,
+                                      OutputPathError, ParityError)
 from slidelite.convert.job import ConversionJob, PreprocessOverrides
 from slidelite.convert.samples import write_sample_photos
 from slidelite.errors import UsageError
@@ -80,11 +81,12 @@ def test_unknown_zoo_name_suggests_close_names():
     assert info.value.exit_code == 2
 
 
-@pytest.mark.parametrize("spec, message", [("no_such_module_xyz:f", "cannot import module"),
-                                           ("slidelite.zoo:slide_swin_micr", "has no attribute"),
-                                           ("slidelite.zoo:list_models", "expected a torch.nn.Module")])
-def test_bad_module_attr_is_one_line(spec, message):
-    with pytest.raises(ModelSpecError, match=message):
+@pytest.mark.parametrize("spec, error, message", [
+    ("no_such_module_xyz:f", ModelSpecError, "cannot import module"),
+    ("slidelite.zoo:slide_swin_micr", ModelSpecError, "has no attribute"),
+    ("slidelite.zoo:list_models", ModelBuildError, "list_models() returned a list, not a torch.nn.Module")])
+def test_bad_module_attr_is_one_line(spec, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         load.load_model(ConversionJob(output=Path("x.onnx"), model=spec))
 
 

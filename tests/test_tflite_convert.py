@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from slidelite.classifier import Classifier
-from slidelite.convert import ConversionJob, convert
+from slidelite.convert import ConversionJob, PreprocessOverrides, convert
 from slidelite.convert.errors import CalibrationError, ConversionError, OutputPathError
 from slidelite.convert.samples import write_sample_photos
 from slidelite.convert.tflite import tflite_preprocess
@@ -199,7 +199,7 @@ class _Unlowerable(torch.nn.Module):
 def test_unlowerable_op_is_named_with_its_module(tmp_path, photos):
     out = tmp_path / "bad.tflite"
     job = ConversionJob(output=out, module=_Unlowerable(), format="tflite", calib=photos, progress=False,
-                        latency_runs=0, max_calib_images=2)
+                        latency_runs=0, max_calib_images=2, preprocess=PreprocessOverrides(input_size=(64, 64)))
     with pytest.raises(ConversionError) as info:
         convert(job)
     message = str(info.value)

@@ -80,12 +80,14 @@ def _require_extras() -> None:
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Folder of calibration/validation images (also used by the parity check).")
 @click.option("--int8-recipe", default=None,
-              help="int8 recipe of the format: onnx dynamic-matmul (default), static-qdq-matmul, ...; tflite "
-                   "dynamic-int8 (default), full-int8; both: weight-only (int8-stored weights, fp32 compute) "
-                   "(docs/converter.md, docs/tflite.md).")
+              help="int8 recipe of the format: onnx dynamic-matmul, static-qdq-conv, static-qdq-matmul, ...; tflite "
+                   "dynamic-int8, dynamic-int8-conv, full-int8; both: weight-only (int8-stored weights, fp32 compute). Default: chosen "
+                   "by the graph (mostly conv: static-qdq-conv / dynamic-int8-conv, else dynamic-matmul / dynamic-int8; "
+                   "docs/converter.md, docs/tflite.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None,
               help="Training resolution: a zoo model is built at this size (position tables) and fed square "
-                   "images of it (default: from the checkpoint's weights, else the model's).")
+                   "images of it (default: from the checkpoint's weights, else the model's); needed for a module:attr "
+                   "model that declares none and accepts several.")
 @click.option("--input-size", default=None, metavar="HxW",
               help="Input height x width of the exported file (preprocessing only; overrides --img-size's).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Normalization mean per channel (0..1 scale).")
