@@ -25,7 +25,7 @@ from .errors import UsageError
 from .image import ImageSource
 from .metadata import ModelMetadata
 from .model_file import ModelFile, check_signature, open_model_file, read_metadata
-from .options import ClassifierOptions
+from .options import PREPROCESSING, ClassifierOptions
 from .postprocess import CategoryFilter, scores_from_output
 from .preprocess import prepare_input
 from .results import ClassificationResult, Timings
@@ -109,7 +109,7 @@ class Classifier:
             ImageError: the image cannot be read (the message names it).
         """
         start = time.perf_counter()
-        tensor = prepare_input(image, self._metadata, self._options.max_image_pixels)
+        tensor = self._prepare(image)
         prepared = time.perf_counter()
         raw = self._run(tensor)
         inferred = time.perf_counter()
@@ -139,7 +139,7 @@ class Classifier:
         tensors, prep_ms = [], []
         for image in images:
             start = time.perf_counter()
-            tensors.append(prepare_input(image, self._metadata, self._options.max_image_pixels))
+            tensors.append(self._prepare(image))
             prep_ms.append(_ms(time.perf_counter() - start))
         start = time.perf_counter()
         raw = self._run(np.concatenate(tensors))
@@ -151,6 +151,10 @@ class Classifier:
             timings = Timings(prep, infer_ms, _ms(time.perf_counter() - start))
             results.append(ClassificationResult(categories=categories, timings=timings, source=_path_of(image)))
         return results
+
+    def _prepare(self, image: ImageSource) -> np.ndarray:
+        return prepare_input(image, self._metadata, self._options.max_image_pixels,
+                             fast=self._options.preprocessing == "fast")
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         backend = self.backend
@@ -180,6 +184,8 @@ def _validate(options: ClassifierOptions) -> None:
     resolve_threads(options.threads)
     if options.category_allowlist and options.category_denylist:
         raise UsageError("category allowlist and denylist are mutually exclusive: pass only one of them")
+    if options.preprocessing not in PREPROCESSING:
+        raise UsageError(f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {options.preprocessing!r}")
     limit = options.max_image_pixels
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise UsageError(f"max_image_pixels must be a positive integer or None, got {limit!r}")

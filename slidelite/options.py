@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 BACKENDS = ("auto", "onnxruntime", "litert", "tflite", "numpy")
+PREPROCESSING = ("fast", "exact")
 
 
 @dataclass
@@ -22,6 +23,11 @@ class ClassifierOptions:
         category_denylist: drop these labels.
         max_image_pixels: refuse images with more pixels (None: Pillow's decompression-bomb guard).
         verify_checksum: verify the sha256 of shipped models on load.
+        preprocessing: one of :data:`PREPROCESSING`. ``fast`` resizes only the pixels under the centre crop,
+            shrinks large images by an integer factor first and decodes large JPEGs at a reduced scale
+            (:mod:`slidelite.resize_plan`); ``exact`` resizes the whole image as timm's eval transform does.
+            Both give identical tensors when the image needs no resize; ``docs/benchmarks.md`` ("Camera
+            path") measures the difference otherwise.
     """
 
     model: Optional[str] = None
@@ -33,3 +39,4 @@ class ClassifierOptions:
     category_denylist: Sequence[str] = field(default_factory=tuple)
     max_image_pixels: Optional[int] = None
     verify_checksum: bool = True
+    preprocessing: str = "fast"
