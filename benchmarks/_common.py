@@ -60,6 +60,23 @@ def runtime_target(label: str, path: Path, backend: str, threads: int, seed: int
     return _target(label, lambda: engine.run(tensor), init_ms, model_facts(model_file), facts, engine.close)
 
 
+def classify_target(label: str, classifier: Any, image: Any) -> Any:
+    """``classifier.classify(image)`` (a :class:`slidelite.Classifier`) as a candidate; the per-stage times of
+    its timed calls (preprocess, inference, postprocess) land in the target's ``stages_ms``."""
+    from slidelite.bench import _backend_facts, _classify_stages
+
+    target = _target(label, lambda: classifier.classify(image), None, {},
+                     _backend_facts(classifier.backend, classifier.options.threads), classifier.close)
+    target.stage_reader = _classify_stages
+    return target
+
+
+def callable_target(label: str, run_once: Callable[[], Any], engine: Dict[str, Any],
+                    close: Callable[[], None] = lambda: None) -> Any:
+    """Any call as a candidate (another framework's classify, say); ``engine`` holds the facts reported for it."""
+    return _target(label, run_once, None, {}, engine, close)
+
+
 def torch_target(label: str, module: Any, input_shape: Sequence[int], threads: int, seed: int = 0) -> Any:
     """A PyTorch module in eager mode (eval, ``inference_mode``) on a fixed input."""
     import torch
@@ -300,6 +317,24 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, 
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(k)) for k, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_tile", "asimd", "asimddp", "i8mm", "sve", "sve2")
+
+
+def cpu_simd() -> str:
+    """The CPU's model and vector-instruction features that decide these speeds (x86: AVX2, AVX-512, VNNI;
+    Arm: NEON ``asimd``, dot product ``asimddp``, ``i8mm``, SVE), from ``/proc/cpuinfo``."""
+    from slidelite.bench import cpu_model
+
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"{cpu_model()} (SIMD features unknown: no /proc/cpuinfo)"
+    match = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.M)
+    present = set(match.group(1).split()) if match else set()
+    return f"{cpu_model()} ({' '.join(f for f in SIMD_FLAGS if f in present) or 'no SIMD flags listed'})"
 
 
 def environment_line(report: Dict[str, Any], threads: int) -> str:

@@ -28,7 +28,7 @@ from .model_file import ModelFile, check_signature, open_model_file, read_metada
 from .options import PREPROCESSING, ClassifierOptions
 from .postprocess import CategoryFilter, scores_from_output
 from .preprocess import prepare_input
-from .results import ClassificationResult, Timings
+from .results import ClassificationResult, PreparedImage, Timings
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -108,15 +108,26 @@ class Classifier:
         Raises:
             ImageError: the image cannot be read (the message names it).
         """
+        return self.classify_prepared(self.prepare(image))
+
+    def prepare(self, image: ImageSource) -> PreparedImage:
+        """The first stage of :meth:`classify`: decode and preprocess ``image`` (no model run).
+
+        Raises:
+            ImageError: the image cannot be read (the message names it).
+        """
         start = time.perf_counter()
         tensor = self._prepare(image)
-        prepared = time.perf_counter()
-        raw = self._run(tensor)
+        return PreparedImage(tensor, _ms(time.perf_counter() - start), _path_of(image))
+
+    def classify_prepared(self, prepared: PreparedImage) -> ClassificationResult:
+        """The rest of :meth:`classify`: run the model on a :meth:`prepare`\ d image and keep its categories."""
+        start = time.perf_counter()
+        raw = self._run(prepared.tensor)
         inferred = time.perf_counter()
         categories = self._filter(scores_from_output(raw, self._metadata)[0])
-        done = time.perf_counter()
-        timings = Timings(_ms(prepared - start), _ms(inferred - prepared), _ms(done - inferred))
-        return ClassificationResult(categories=categories, timings=timings, source=_path_of(image))
+        timings = Timings(prepared.preprocess_ms, _ms(inferred - start), _ms(time.perf_counter() - inferred))
+        return ClassificationResult(categories=categories, timings=timings, source=prepared.source)
 
     def classify_batch(self, images: Sequence[ImageSource], batch_size: int = DEFAULT_BATCH_SIZE) -> List[ClassificationResult]:
         """Classify several images; results are in input order.

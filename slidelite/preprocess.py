@@ -30,7 +30,7 @@ from PIL import Image
 from . import resize_plan
 from .image import ImageSource, array_size, image_from_array, load_image, to_color_mode
 from .metadata import InputSpec, ModelMetadata, PreprocessSpec
-from .resize_plan import RESAMPLING, crop_offsets, plan_resize
+from .resize_plan import RESAMPLING, crop_offsets, draft_size, plan_resize
 
 _INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 #: When the resize before the centre crop would make an image larger than this, only the source region under
@@ -116,7 +116,7 @@ def prepare_input(source: ImageSource, metadata: ModelMetadata, max_pixels: Opti
         plan = plan_resize(*array_size(source), inp, pre)
         region = image_from_array(source, region=plan.region)
     else:
-        image = load_image(source, max_pixels, draft_to=lambda w, h: resize_plan.resized_size(w, h, inp, pre))
+        image = load_image(source, max_pixels, draft_to=lambda w, h: draft_size(w, h, inp, pre))
         plan = plan_resize(image.width, image.height, inp, pre)
         region = plan.crop(image)
     return to_tensor(plan.apply(to_color_mode(region, pre.color_mode)), metadata)

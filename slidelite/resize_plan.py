@@ -43,6 +43,10 @@ _SUPPORT = {"nearest": 0.5, "bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0, "bo
 #: what ``Image.thumbnail`` uses; the difference it makes to the tensor and to the classifier is measured by
 #: ``benchmarks/camera_path.py``.
 REDUCING_GAP = 2.0
+#: A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) only while it stays at least this many
+#: times the size it is resized to: the plan's own antialiased resize then still does part of the shrinking.
+#: Measured by ``benchmarks/camera_path.py``.
+DRAFT_HEADROOM = 2.0
 #: Extra source pixels on each side of the filter's reach (rounding in Pillow's tap placement).
 _MARGIN = 2
 
@@ -129,3 +133,8 @@ def _axis(start: float, stop: float, scale: float, length: int, support: float,
     last = min(length, first + -(-(last - first) // factor) * factor)
     return first, last, factor
 
+
+def draft_size(width: int, height: int, inp: InputSpec, pre: PreprocessSpec) -> Tuple[int, int]:
+    """The smallest (width, height) a ``width`` x ``height`` JPEG may be decoded at (see :data:`DRAFT_HEADROOM`)."""
+    resized = resized_size(width, height, inp, pre)
+    return math.ceil(resized[0] * DRAFT_HEADROOM), math.ceil(resized[1] * DRAFT_HEADROOM)
