@@ -121,7 +121,7 @@ class Classifier:
         return PreparedImage(tensor, _ms(time.perf_counter() - start), _path_of(image))
 
     def classify_prepared(self, prepared: PreparedImage) -> ClassificationResult:
-        """The rest of :meth:`classify`: run the model on a :meth:`prepare`\ d image and keep its categories."""
+        """The rest of :meth:`classify`: run the model on an image from :meth:`prepare`; keep its categories."""
         start = time.perf_counter()
         raw = self._run(prepared.tensor)
         inferred = time.perf_counter()
