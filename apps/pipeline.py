@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from slidelite.results import ClassificationResult, PreparedImage
 from .sources import FrameError, Source, SourceError
 
 log = logging.getLogger("slidelite.camera")
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -54,53 +55,55 @@ class FrameResult:
     dropped: int       # frames dropped so far
 
 
-class LatestFrameMailbox:
-    """A one-slot mailbox: ``put`` replaces the frame waiting there (counted as dropped), ``take`` waits."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Condition()
-        self._frame: Optional[Frame] = None
-        self._closed = False
-        self.delivered = 0
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> None:
-        """Offer the newest frame; a frame still waiting, or any frame after :meth:`close`, is dropped."""
-        with self._ready:
-            self.delivered += 1
-            if self._closed or self._frame is not None:
-                self.dropped += 1
-            if not self._closed:
-                self._frame = frame
-                self._ready.notify()
-
-    def take(self) -> Optional[Frame]:
-        """Wait for a frame; None once the mailbox is closed and empty."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._frame is not None or self._closed)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self, discard: bool = False) -> None:
-        """No more frames; ``discard`` drops the waiting frame instead of letting it be taken."""
-        with self._ready:
-            self._closed = True
-            if discard and self._frame is not None:
-                self._frame = None
-                self.dropped += 1
-            self._ready.notify_all()
-
-
-class HandoffSlot:
-    """A one-slot hand-over between the prepare and the inference thread: ``wait_empty`` until the slot is free,
-    ``put`` a prepared frame, ``take`` waits for one. Nothing is replaced; an item left at ``close(discard)``
-    is dropped and counted."""
+class OneSlot(Generic[Item]):
+    """A one-item slot shared by two threads: ``take`` waits for the item; ``close`` ends it. What is still
+    waiting at ``close(discard=True)``, or offered after ``close``, is dropped and counted."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._item: Optional[Tuple[Frame, PreparedImage]] = None
+        self._item: Optional[Item] = None
         self._closed = False
         self.dropped = 0
+
+    def take(self) -> Optional[Item]:
+        """Wait for the item; None once the slot is closed and empty."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._item is not None or self._closed)
+            item, self._item = self._item, None
+            self._changed.notify_all()
+            return item
+
+    def close(self, discard: bool = False) -> None:
+        """No more items; ``discard`` drops the waiting item instead of letting it be taken."""
+        with self._changed:
+            self._closed = True
+            if discard and self._item is not None:
+                self._item = None
+                self.dropped += 1
+            self._changed.notify_all()
+
+
+class LatestFrameMailbox(OneSlot[Frame]):
+    """A one-slot mailbox: ``put`` replaces the frame waiting there (counted as dropped), ``take`` waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = 0
+
+    def put(self, frame: Frame) -> None:
+        """Offer the newest frame; a frame still waiting, or any frame after :meth:`close`, is dropped."""
+        with self._changed:
+            self.delivered += 1
+            if self._closed or self._item is not None:
+                self.dropped += 1
+            if not self._closed:
+                self._item = frame
+                self._changed.notify_all()
+
+
+class HandoffSlot(OneSlot[Tuple[Frame, PreparedImage]]):
+    """The hand-over from the prepare to the inference thread: the producer waits until the slot is free
+    (:meth:`wait_empty`), then :meth:`put` fills it; nothing is ever replaced."""
 
     def wait_empty(self) -> bool:
         """Wait until the slot is free; False once it is closed."""
@@ -115,23 +118,6 @@ class HandoffSlot:
                 self.dropped += 1
                 return
             self._item = item
-            self._changed.notify_all()
-
-    def take(self) -> Optional[Tuple[Frame, PreparedImage]]:
-        """Wait for an item; None once the slot is closed and empty."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._item is not None or self._closed)
-            item, self._item = self._item, None
-            self._changed.notify_all()
-            return item
-
-    def close(self, discard: bool = False) -> None:
-        """No more items; ``discard`` drops the waiting item instead of letting it be taken."""
-        with self._changed:
-            self._closed = True
-            if discard and self._item is not None:
-                self._item = None
-                self.dropped += 1
             self._changed.notify_all()
 
 
