@@ -15,8 +15,9 @@ Two sections:
   checkout, runs there with its ``tflite`` backend): one RGB frame per size (224x224 ... 4032x3024), three
   candidates timed interleaved with the ``slidelite bench`` engine in that one process:
   ``Classifier.classify(frame)`` fast and exact, and MediaPipe's ``classify(mp.Image(SRGB, frame))``; p50
-  latencies, their ratios, and the preprocessing share of slidelite's classify calls (median of
-  ``preprocess_ms / total`` over the timed calls).
+  latencies, their ratios (also from each candidate's fastest run), the CPU time of the calls (the process's,
+  all threads; a shared machine's load delays calls but hardly changes the work they do) and the
+  preprocessing share of slidelite's classify calls (median of ``preprocess_ms / total`` over the timed calls).
 
 Prints the CPU's SIMD features with the tables; writes ``benchmarks/results/camera_path.json`` and the
 ``camera-path`` section of ``docs/benchmarks.md``.
@@ -30,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -131,18 +133,23 @@ def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], threads: int, wa
         targets.append(_common.callable_target(
             "MediaPipe", lambda: mediapipe.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)),
             {"name": "mediapipe", "version": mp.__version__}, mediapipe.close))
+        cpu_ms = {target.label: _count_cpu_time(target) for target in targets}
         measured = _common.measure(targets, warmup, runs)
         shares = {t.label: _preprocess_share(t.stages_ms) for t in targets if t.stages_ms}
+        cpu = {label: float(np.median(samples[1 + warmup:])) for label, samples in cpu_ms.items()}
         row = {"size": f"{size[0]}x{size[1]}"}
         for label, key in (("slidelite fast", "fast"), ("slidelite exact", "exact"), ("MediaPipe", "mediapipe")):
             row[f"{key}_ms"] = measured.row(label)["p50_ms"]
+            row[f"{key}_cpu_ms"] = cpu[label]
         row.update(fast_vs_mp=measured.ratio("slidelite fast", "MediaPipe"),
+                   fast_vs_mp_min=measured.ratio("slidelite fast", "MediaPipe", "min_ms"),
+                   fast_vs_mp_cpu=cpu["slidelite fast"] / cpu["MediaPipe"],
                    exact_vs_mp=measured.ratio("slidelite exact", "MediaPipe"),
                    fast_pre_share=shares["slidelite fast"], exact_pre_share=shares["slidelite exact"])
         rows.append(row)
         reports[row["size"]] = measured.report
         print(f"{row['size']}: fast {row['fast_ms']:.2f} ms, exact {row['exact_ms']:.2f} ms, MediaPipe "
-              f"{row['mediapipe_ms']:.2f} ms; fast/MP {row['fast_vs_mp']:.2f}, pre share fast "
+              f"{row['mediapipe_ms']:.2f} ms; fast/MP {row['fast_vs_mp']:.2f} (CPU {row['fast_vs_mp_cpu']:.2f}), pre share fast "
               f"{row['fast_pre_share']:.1%} exact {row['exact_pre_share']:.1%}", file=sys.stderr, flush=True)
     return rows, reports
 
@@ -178,6 +185,21 @@ def speed_child(photo_path: str, out: str, sizes: Sequence[str], threads: int, w
 def _size(text: str) -> Tuple[int, int]:
     width, height = (int(v) for v in text.lower().split("x"))
     return width, height
+
+
+def _count_cpu_time(target: Any) -> List[float]:
+    """Make ``target`` record the process CPU time (ms, all threads) of each call; returns the list it fills."""
+    samples: List[float] = []
+    run = target.run_once
+
+    def counted() -> Any:
+        start = time.process_time()
+        result = run()
+        samples.append((time.process_time() - start) * 1000.0)
+        return result
+
+    target.run_once = counted
+    return samples
 
 
 def _preprocess_share(stages: Dict[str, List[float]]) -> float:
@@ -221,8 +243,11 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         ("top5_overlap", "top-5 overlap")])
     speed_table = _common.markdown_table(timed["rows"], [
         ("size", "frame"), ("fast_ms", "slidelite fast p50 ms"), ("exact_ms", "slidelite exact p50 ms"),
-        ("mediapipe_ms", "MediaPipe p50 ms"), ("fast_vs_mp", "fast / MediaPipe"), ("exact_vs_mp", "exact / MediaPipe"),
-        ("fast_pre_share", "preprocessing share, fast"), ("exact_pre_share", "preprocessing share, exact")])
+        ("mediapipe_ms", "MediaPipe p50 ms"), ("fast_vs_mp", "fast / MediaPipe (p50)"),
+        ("fast_vs_mp_min", "fast / MediaPipe (fastest runs)"), ("fast_cpu_ms", "fast CPU ms"),
+        ("mediapipe_cpu_ms", "MediaPipe CPU ms"), ("fast_vs_mp_cpu", "fast / MediaPipe (CPU)"),
+        ("exact_vs_mp", "exact / MediaPipe (p50)"), ("fast_pre_share", "preprocessing share, fast"),
+        ("exact_pre_share", "preprocessing share, exact")])
     backend = timed["backend"]
     report = next(iter(timed["reports"].values()))
     context = (f"{_common.environment_line(report, backend['threads'])} slidelite (from {timed['slidelite']}): "
