@@ -217,7 +217,7 @@ def test_fast_path_gives_the_same_tensor_for_arrays_and_pil_images():
 
 def test_fast_path_reads_strided_views_like_their_copies():
     md = shipped_metadata("efficientnet_lite0.tflite")
-    bgr = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["coffee"]), (1280, 720)))[..., ::-1]
+    bgr = np.ascontiguousarray(np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["coffee"]), (1280, 720)))[..., ::-1])
     view = bgr[..., ::-1]  # an RGB view of a BGR frame, as the camera sources deliver it
     assert not view.flags.c_contiguous
     assert np.array_equal(prepare_input(view, md, fast=True), prepare_input(np.ascontiguousarray(view), md, fast=True))
