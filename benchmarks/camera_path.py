@@ -16,8 +16,9 @@ Two sections:
   candidates timed interleaved with the ``slidelite bench`` engine in that one process:
   ``Classifier.classify(frame)`` fast and exact, and MediaPipe's ``classify(mp.Image(SRGB, frame))``; p50
   latencies, their ratios (also from each candidate's fastest run), the CPU time of the calls (the process's,
-  all threads; a shared machine's load delays calls but hardly changes the work they do) and the
-  preprocessing share of slidelite's classify calls (median of ``preprocess_ms / total`` over the timed calls).
+  all threads; a shared machine's load delays calls but hardly changes the work they do), the preprocessing
+  share of slidelite's classify calls (median of ``preprocess_ms / total`` over the timed calls, and from
+  each stage's fastest run), and the CPU time of the fast preprocessing alone with its share of the call's CPU.
 
 Prints the CPU's SIMD features with the tables; writes ``benchmarks/results/camera_path.json`` and the
 ``camera-path`` section of ``docs/benchmarks.md``.
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -135,17 +136,22 @@ def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], threads: int, wa
             {"name": "mediapipe", "version": mp.__version__}, mediapipe.close))
         cpu_ms = {target.label: _count_cpu_time(target) for target in targets}
         measured = _common.measure(targets, warmup, runs)
-        shares = {t.label: _preprocess_share(t.stages_ms) for t in targets if t.stages_ms}
+        shares = {t.label: _preprocess_share(t.stages_ms, np.median) for t in targets if t.stages_ms}
+        least_disturbed = {t.label: _preprocess_share(t.stages_ms, np.min) for t in targets if t.stages_ms}
         cpu = {label: float(np.median(samples[1 + warmup:])) for label, samples in cpu_ms.items()}
         row = {"size": f"{size[0]}x{size[1]}"}
         for label, key in (("slidelite fast", "fast"), ("slidelite exact", "exact"), ("MediaPipe", "mediapipe")):
             row[f"{key}_ms"] = measured.row(label)["p50_ms"]
             row[f"{key}_cpu_ms"] = cpu[label]
+        row["fast_pre_cpu_ms"] = _preprocess_cpu_ms(frame, runs)
+        row["fast_pre_cpu_share"] = row["fast_pre_cpu_ms"] / cpu["slidelite fast"]
         row.update(fast_vs_mp=measured.ratio("slidelite fast", "MediaPipe"),
                    fast_vs_mp_min=measured.ratio("slidelite fast", "MediaPipe", "min_ms"),
                    fast_vs_mp_cpu=cpu["slidelite fast"] / cpu["MediaPipe"],
                    exact_vs_mp=measured.ratio("slidelite exact", "MediaPipe"),
-                   fast_pre_share=shares["slidelite fast"], exact_pre_share=shares["slidelite exact"])
+                   fast_pre_share=shares["slidelite fast"], exact_pre_share=shares["slidelite exact"],
+                   fast_pre_share_min=least_disturbed["slidelite fast"],
+                   exact_pre_share_min=least_disturbed["slidelite exact"])
         rows.append(row)
         reports[row["size"]] = measured.report
         print(f"{row['size']}: fast {row['fast_ms']:.2f} ms, exact {row['exact_ms']:.2f} ms, MediaPipe "
@@ -187,6 +193,20 @@ def _size(text: str) -> Tuple[int, int]:
     return width, height
 
 
+def _preprocess_cpu_ms(frame: np.ndarray, runs: int) -> float:
+    """Median CPU time (this thread) of the fast preprocessing of ``frame`` alone, over ``runs`` calls."""
+    from slidelite.model_file import open_model_file, read_metadata
+    from slidelite.preprocess import prepare_input
+
+    metadata = read_metadata(open_model_file(MODEL))
+    samples = []
+    for _ in range(runs + 1):
+        start = time.thread_time()
+        prepare_input(frame, metadata, fast=True)
+        samples.append((time.thread_time() - start) * 1000.0)
+    return float(np.median(samples[1:]))
+
+
 def _count_cpu_time(target: Any) -> List[float]:
     """Make ``target`` record the process CPU time (ms, all threads) of each call; returns the list it fills."""
     samples: List[float] = []
@@ -202,9 +222,13 @@ def _count_cpu_time(target: Any) -> List[float]:
     return samples
 
 
-def _preprocess_share(stages: Dict[str, List[float]]) -> float:
+def _preprocess_share(stages: Dict[str, List[float]], statistic: Callable[[np.ndarray], Any]) -> float:
+    """Preprocessing's share of a classify call: ``statistic`` (median: of the per-call shares; min: from each
+    stage's fastest run, the least disturbed by other jobs)."""
     pre, inference, post = (np.asarray(stages[k]) for k in ("preprocess", "inference", "postprocess"))
-    return float(np.median(pre / (pre + inference + post)))
+    if statistic is np.median:
+        return float(np.median(pre / (pre + inference + post)))
+    return float(statistic(pre) / (statistic(pre) + statistic(inference) + statistic(post)))
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -245,9 +269,11 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         ("size", "frame"), ("fast_ms", "slidelite fast p50 ms"), ("exact_ms", "slidelite exact p50 ms"),
         ("mediapipe_ms", "MediaPipe p50 ms"), ("fast_vs_mp", "fast / MediaPipe (p50)"),
         ("fast_vs_mp_min", "fast / MediaPipe (fastest runs)"), ("fast_cpu_ms", "fast CPU ms"),
-        ("mediapipe_cpu_ms", "MediaPipe CPU ms"), ("fast_vs_mp_cpu", "fast / MediaPipe (CPU)"),
-        ("exact_vs_mp", "exact / MediaPipe (p50)"), ("fast_pre_share", "preprocessing share, fast"),
-        ("exact_pre_share", "preprocessing share, exact")])
+        ("exact_cpu_ms", "exact CPU ms"), ("mediapipe_cpu_ms", "MediaPipe CPU ms"),
+        ("fast_vs_mp_cpu", "fast / MediaPipe (CPU)"), ("exact_vs_mp", "exact / MediaPipe (p50)"),
+        ("fast_pre_cpu_ms", "fast preprocessing CPU ms"), ("fast_pre_cpu_share", "its share of the fast call's CPU"),
+        ("fast_pre_share", "preprocessing share, fast (median)"), ("fast_pre_share_min", "same, fastest runs"),
+        ("exact_pre_share", "preprocessing share, exact (median)"), ("exact_pre_share_min", "same, fastest runs")])
     backend = timed["backend"]
     report = next(iter(timed["reports"].values()))
     context = (f"{_common.environment_line(report, backend['threads'])} slidelite (from {timed['slidelite']}): "
