@@ -213,6 +213,38 @@ def test_classifier_failures_are_counted_and_the_stream_goes_on(media, classifie
     assert stats.classified + stats.errors_classify + stats.dropped == stats.delivered == VIDEO_FRAMES
 
 
+def test_the_next_frame_is_prepared_while_the_model_runs(media, classifier):
+    class WaitsForTheNextPrepare:
+        """The real classifier whose model run waits (up to 10 s) until the next frame's preprocessing has begun:
+        that only happens if the two stages overlap; run one after the other, every wait would time out."""
+
+        def __init__(self) -> None:
+            self.prepares, self.overlapped, self.runs = 0, 0, 0
+            self.changed = threading.Condition()
+
+        def prepare(self, image):
+            with self.changed:
+                self.prepares += 1
+                self.changed.notify_all()
+            return classifier.prepare(image)
+
+        def classify_prepared(self, prepared):
+            with self.changed:
+                self.runs += 1
+                if self.changed.wait_for(lambda: self.prepares > self.runs, timeout=10):
+                    self.overlapped += 1
+            return classifier.classify_prepared(prepared)
+
+    overlapping, results = WaitsForTheNextPrepare(), []
+    source = VideoFileSource(media["video"])
+    source.open()
+    stream = LiveStream(source, overlapping, results.append, StreamSettings(max_frames=5, loop=True))
+    stream.start()
+    stats = _finish(stream)
+    assert stream.failure is None and stats.classified == len(results) == 5
+    assert overlapping.overlapped == overlapping.runs == 5
+
+
 def _finish(stream: LiveStream):
     while not stream.wait(0.1):
         pass
