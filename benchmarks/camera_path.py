@@ -4,7 +4,8 @@ at every frame size, and what the fast preprocessing changes.
     .venv/bin/python benchmarks/camera_path.py [--runs 40] [--warmup 5] [--no-docs]
 
 Both on the shipped default model ``efficientnet_lite0.tflite`` with one inference thread (``--threads``;
-MediaPipe Tasks runs XNNPACK on one thread by default on desktop Linux and has no Python option for it).
+MediaPipe Tasks runs XNNPACK on one thread by default outside Android/iOS/web, ``GetXnnpackDefaultNumThreads``
+in its ``inference_calculator_utils.cc``, and has no Python option for it).
 Two sections:
 
 * **agreement**: scikit-image's photos at their native size, and fitted (centre crop to the aspect, bicubic)
