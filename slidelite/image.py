@@ -197,14 +197,16 @@ def image_from_array(array: np.ndarray, name: str = "<array>",
     return img if region is None else img.crop(region)
 
 
-def array_size(array: np.ndarray, name: str = "<array>") -> Tuple[int, int]:
-    """The (width, height) of a numpy image.
+def array_pixels(array: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """A numpy image ready to be cut into regions (:func:`image_from_array` with ``region``): HxW or HxWxC after its
+    shape is checked; uint8, uint16 and bool arrays as they are (they convert pixel by pixel, region by region),
+    other dtypes checked and converted to uint8 whole.
 
     Raises:
-        ImageError: the array's shape is not an image's.
+        ImageError: the array's shape, dtype or values are not an image's.
     """
-    shape = _image_array(array, name).shape
-    return shape[1], shape[0]
+    arr = _image_array(array, name)
+    return arr if arr.dtype in _CUTTABLE_DTYPES else _array_to_uint8(arr, name)
 
 
 def _image_array(array: np.ndarray, name: str) -> np.ndarray:

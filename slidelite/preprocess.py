@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import resize_plan
-from .image import ImageSource, array_size, image_from_array, load_image, to_color_mode
+from .image import ImageSource, array_pixels, image_from_array, load_image, to_color_mode
 from .metadata import InputSpec, ModelMetadata, PreprocessSpec
 from .resize_plan import RESAMPLING, crop_offsets, draft_size, plan_resize
 
@@ -52,7 +52,7 @@ def resize_and_crop(image: Image.Image, metadata: ModelMetadata, fast: bool = Fa
     pre, inp = metadata.preprocess, metadata.input
     if fast:
         plan = plan_resize(image.width, image.height, inp, pre)
-        return plan.apply(to_color_mode(plan.crop(image), pre.color_mode))
+        return plan.apply(plan.shrink(lambda box: to_color_mode(_cropped(image, box), pre.color_mode)))
     img = to_color_mode(image, pre.color_mode)
     size = resized_size(img.width, img.height, metadata)
     left, top = crop_offsets(size, inp)
@@ -105,21 +105,25 @@ def prepare_input(source: ImageSource, metadata: ModelMetadata, max_pixels: Opti
                   fast: bool = False) -> np.ndarray:
     """Decode ``source`` (:func:`slidelite.image.load_image`) and :func:`preprocess` it.
 
-    ``fast`` follows the source size's :class:`slidelite.resize_plan.ResizePlan`: a numpy
-    frame is cut to the plan's region before it becomes an image, and a JPEG is decoded at 1/2, 1/4 or 1/8
-    scale (libjpeg's DCT scaling) while that keeps it at least as large as the size it is resized to.
+    ``fast`` follows the source size's :class:`slidelite.resize_plan.ResizePlan`: a numpy frame is cut into
+    bands of the plan's region before they become images, and a JPEG is decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling) while that keeps it at least twice as large as the size it is resized to.
     """
     if not fast:
         return preprocess(load_image(source, max_pixels), metadata)
     inp, pre = metadata.input, metadata.preprocess
     if isinstance(source, np.ndarray):
-        plan = plan_resize(*array_size(source), inp, pre)
-        region = image_from_array(source, region=plan.region)
-    else:
-        image = load_image(source, max_pixels, draft_to=lambda w, h: draft_size(w, h, inp, pre))
-        plan = plan_resize(image.width, image.height, inp, pre)
-        region = plan.crop(image)
-    return to_tensor(plan.apply(to_color_mode(region, pre.color_mode)), metadata)
+        pixels = array_pixels(source)
+        plan = plan_resize(pixels.shape[1], pixels.shape[0], inp, pre)
+        shrunk = plan.shrink(lambda box: to_color_mode(image_from_array(pixels, region=box), pre.color_mode))
+        return to_tensor(plan.apply(shrunk), metadata)
+    image = load_image(source, max_pixels, draft_to=lambda w, h: draft_size(w, h, inp, pre))
+    return preprocess(image, metadata, fast=True)
+
+
+def _cropped(image: Image.Image, box: Tuple[int, int, int, int]) -> Image.Image:
+    """``image.crop(box)``, or the image itself when the box is all of it (no copy)."""
+    return image if box == (0, 0, *image.size) else image.crop(box)
 
 
 @lru_cache(maxsize=32)

@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data
 
 from slidelite.errors import ImageError
-from slidelite.image import array_size, image_from_array, load_image, to_color_mode
+from slidelite.image import array_pixels, image_from_array, load_image, to_color_mode
 from slidelite.metadata import InputSpec, PreprocessSpec
 from slidelite.resize_plan import draft_size
 
@@ -453,7 +453,7 @@ def test_array_region_is_the_crop_of_the_whole_array(dtype):
     arr = {"uint8": photo, "uint16": photo.astype(np.uint16) * 257, "bool": photo > 128,
            "float64": photo / 255.0}[dtype]
     region = (100, 40, 420, 300)
-    assert array_size(arr) == (640, 427)
+    assert array_pixels(arr).shape[:2] == (427, 640)
     got = image_from_array(arr, region=region)
     assert np.array_equal(np.asarray(got), np.asarray(image_from_array(arr).crop(region)))
 
@@ -463,5 +463,7 @@ def test_array_region_still_checks_every_value():
     arr[0, 0, 0] = np.nan  # outside the region
     with pytest.raises(ImageError, match="NaN"):
         image_from_array(arr, region=(100, 40, 420, 300))
+    with pytest.raises(ImageError, match="NaN"):
+        array_pixels(arr)
     with pytest.raises(ImageError, match="not an image"):
-        array_size(np.zeros((4, 4, 5), np.uint8))
+        array_pixels(np.zeros((4, 4, 5), np.uint8))

@@ -12,7 +12,9 @@ from slidelite import Classifier
 from slidelite.errors import ImageError, UsageError
 from slidelite.metadata import metadata_from_dict
 from slidelite.model_file import open_model_file, read_metadata
+from slidelite.image import image_from_array
 from slidelite.preprocess import prepare_input, preprocess, resized_size
+from slidelite.resize_plan import BAND_ROWS, plan_resize
 from tests._runtime_fixtures import fixture_metadata, reference_preprocess
 
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
@@ -213,6 +215,16 @@ def test_fast_path_gives_the_same_tensor_for_arrays_and_pil_images():
     for name in ("chelsea", "rocket"):
         frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS[name]), (1920, 1080), Image.Resampling.BICUBIC))
         assert np.array_equal(prepare_input(frame, md, fast=True), prepare_input(Image.fromarray(frame), md, fast=True))
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (900, 3000)])
+def test_banded_shrink_equals_reducing_the_whole_region(size):
+    md = shipped_metadata("efficientnet_lite0.tflite")
+    frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["astronaut"]), size))
+    plan = plan_resize(*size, md.input, md.preprocess)
+    assert plan.reduce != (1, 1) and plan.region[3] - plan.region[1] > BAND_ROWS  # several bands
+    whole = image_from_array(frame, region=plan.region).reduce(plan.reduce)
+    assert np.array_equal(np.asarray(plan.shrink(lambda box: image_from_array(frame, region=box))), np.asarray(whole))
 
 
 def test_fast_path_reads_strided_views_like_their_copies():
