@@ -8,8 +8,9 @@ Run it as ``slidelite camera --source SRC`` (see ``apps/README.md``) or from Pyt
 What happens (the pieces live in their own modules, each small enough to copy):
 
 1. :mod:`.sources` opens the source: picamera2, a USB camera, a video file or an image folder.
-2. :mod:`.pipeline` runs capture and inference in two threads joined by a one-frame mailbox, so the
-   newest frame is always the one classified (LIVE_STREAM); stale frames are dropped and counted.
+2. :mod:`.pipeline` runs capture, preprocessing and inference in three threads joined by one-frame
+   mailboxes, so the newest frame is always the one classified (LIVE_STREAM) and the next frame is
+   preprocessed while the model runs; stale frames are dropped and counted.
 3. Each result goes to the outputs: JSON or text lines (:mod:`.outputs`), an overlay (:mod:`.overlay`)
    shown in a window, written to a video file, or served as an MJPEG preview (:mod:`.mjpeg`).
 4. Ctrl-C, SIGTERM (``systemctl stop``), q in the window, ``max_frames`` or the end of a file stop it;

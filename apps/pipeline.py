@@ -1,9 +1,12 @@
-"""LIVE_STREAM pipeline: a capture thread and an inference thread joined by a one-frame mailbox.
+"""LIVE_STREAM pipeline: capture, prepare and inference threads joined by one-slot mailboxes.
 
-The capture thread reads frames as fast as the source delivers them and puts each into the mailbox,
-replacing a frame the inference thread has not taken yet (that one is *dropped* and counted). The
-inference thread always classifies the newest frame, so latency stays one frame time plus one
-inference, however slow the model is. Every frame delivered is either classified, failed or dropped::
+The capture thread reads frames as fast as the source delivers them and puts each into the frame mailbox,
+replacing a frame nobody has taken yet (that one is *dropped* and counted). The prepare thread takes the
+newest frame as soon as the inference thread has taken the previous tensor, and preprocesses it
+(:meth:`slidelite.Classifier.prepare`) while the model runs on the previous one; the inference thread runs
+the model (:meth:`slidelite.Classifier.classify_prepared`) back to back, so the frame rate approaches
+1 / inference time rather than 1 / (preprocessing + inference). A frame's latency is at most about two
+inference times. Every frame delivered is either classified, failed or dropped::
 
     delivered == classified + errors_classify + dropped
 
@@ -18,15 +21,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
-from slidelite.results import ClassificationResult
+from slidelite.results import ClassificationResult, PreparedImage
 
 from .sources import FrameError, Source, SourceError
 
 log = logging.getLogger("slidelite.camera")
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -45,47 +49,76 @@ class FrameResult:
 
     frame: Frame
     result: ClassificationResult
-    latency_ms: float  # wall time of Classifier.classify()
+    latency_ms: float  # preprocessing + inference + postprocessing of this frame
     age_ms: float      # from capture to result
     fps: float         # recent classification rate
     dropped: int       # frames dropped so far
 
 
-class LatestFrameMailbox:
+class OneSlot(Generic[Item]):
+    """A one-item slot shared by two threads: ``take`` waits for the item; ``close`` ends it. What is still
+    waiting at ``close(discard=True)``, or offered after ``close``, is dropped and counted."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._item: Optional[Item] = None
+        self._closed = False
+        self.dropped = 0
+
+    def take(self) -> Optional[Item]:
+        """Wait for the item; None once the slot is closed and empty."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._item is not None or self._closed)
+            item, self._item = self._item, None
+            self._changed.notify_all()
+            return item
+
+    def close(self, discard: bool = False) -> None:
+        """No more items; ``discard`` drops the waiting item instead of letting it be taken."""
+        with self._changed:
+            self._closed = True
+            if discard and self._item is not None:
+                self._item = None
+                self.dropped += 1
+            self._changed.notify_all()
+
+
+class LatestFrameMailbox(OneSlot[Frame]):
     """A one-slot mailbox: ``put`` replaces the frame waiting there (counted as dropped), ``take`` waits."""
 
     def __init__(self) -> None:
-        self._ready = threading.Condition()
-        self._frame: Optional[Frame] = None
-        self._closed = False
+        super().__init__()
         self.delivered = 0
-        self.dropped = 0
 
     def put(self, frame: Frame) -> None:
         """Offer the newest frame; a frame still waiting, or any frame after :meth:`close`, is dropped."""
-        with self._ready:
+        with self._changed:
             self.delivered += 1
-            if self._closed or self._frame is not None:
+            if self._closed or self._item is not None:
                 self.dropped += 1
             if not self._closed:
-                self._frame = frame
-                self._ready.notify()
+                self._item = frame
+                self._changed.notify_all()
 
-    def take(self) -> Optional[Frame]:
-        """Wait for a frame; None once the mailbox is closed and empty."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._frame is not None or self._closed)
-            frame, self._frame = self._frame, None
-            return frame
 
-    def close(self, discard: bool = False) -> None:
-        """No more frames; ``discard`` drops the waiting frame instead of letting it be taken."""
-        with self._ready:
-            self._closed = True
-            if discard and self._frame is not None:
-                self._frame = None
+class HandoffSlot(OneSlot[Tuple[Frame, PreparedImage]]):
+    """The hand-over from the prepare to the inference thread: the producer waits until the slot is free
+    (:meth:`wait_empty`), then :meth:`put` fills it; nothing is ever replaced."""
+
+    def wait_empty(self) -> bool:
+        """Wait until the slot is free; False once it is closed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._item is None or self._closed)
+            return not self._closed
+
+    def put(self, item: Tuple[Frame, PreparedImage]) -> None:
+        """Fill the free slot (after :meth:`wait_empty`); an item offered after :meth:`close` is dropped."""
+        with self._changed:
+            if self._closed:
                 self.dropped += 1
-            self._ready.notify_all()
+                return
+            self._item = item
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -135,7 +168,7 @@ class StreamStats:
     elapsed_s: float = 0.0
     latency_ms_total: float = 0.0
     inference_ms_total: float = 0.0
-    idle_s: float = 0.0        # time the inference thread waited for a frame (the source was slower)
+    idle_s: float = 0.0        # time the inference thread waited for a prepared frame
 
     @property
     def errors(self) -> int:
@@ -194,6 +227,7 @@ def prompt_thread_switching(interval_s: float = 0.001) -> Iterator[None]:
 class LiveStream:
     """Classify the newest frame of ``source`` with ``classifier`` until the source ends or :meth:`stop`.
 
+    ``classifier`` is a :class:`slidelite.Classifier` (``prepare`` and ``classify_prepared`` are used).
     ``on_result`` is called from the inference thread with a :class:`FrameResult` for each classified
     frame. The source must be open already (so a bad source fails before any thread starts); the
     stream closes it.
@@ -208,8 +242,11 @@ class LiveStream:
         self.stats = StreamStats()
         self.failure: Optional[BaseException] = None  # why the stream stopped early, if it did
         self._mailbox = LatestFrameMailbox()
+        self._prepared = HandoffSlot()
+        self._error_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._capture_loop, name="slidelite-capture", daemon=True),
+                         threading.Thread(target=self._prepare_loop, name="slidelite-prepare", daemon=True),
                          threading.Thread(target=self._inference_loop, name="slidelite-inference", daemon=True)]
         self._started = 0.0
 
@@ -220,9 +257,10 @@ class LiveStream:
             thread.start()
 
     def stop(self) -> None:
-        """Ask both threads to finish (safe from a signal handler); the waiting frame is dropped."""
+        """Ask the threads to finish (safe from a signal handler); the waiting frames are dropped."""
         self._stop.set()
         self._mailbox.close(discard=True)
+        self._prepared.close(discard=True)
 
     def running(self) -> bool:
         """Whether a thread is still working."""
@@ -236,13 +274,13 @@ class LiveStream:
         return not self.running()
 
     def join(self) -> StreamStats:
-        """Stop, wait for both threads, and return the final counters."""
+        """Stop, wait for the threads, and return the final counters."""
         self.stop()
         for thread in self._threads:
             thread.join()
         self.stats.elapsed_s = time.monotonic() - self._started
         self.stats.delivered = self._mailbox.delivered
-        self.stats.dropped = self._mailbox.dropped
+        self.stats.dropped = self._mailbox.dropped + self._prepared.dropped
         return self.stats
 
     # -- capture thread ---------------------------------------------------------------------------
@@ -310,17 +348,36 @@ class LiveStream:
             return True
         return False
 
+    # -- prepare thread ---------------------------------------------------------------------------
+    def _prepare_loop(self) -> None:
+        try:
+            while self._prepared.wait_empty():
+                frame = self._mailbox.take()  # the newest frame, taken only once the model is ready for it
+                if frame is None:
+                    return
+                try:
+                    prepared = self.classifier.prepare(frame.image)
+                except Exception as exc:  # one bad frame must not end a camera that runs for months
+                    self._failed(frame, exc)
+                    continue
+                self._prepared.put((frame, prepared))
+        except BaseException as exc:  # an unexpected bug: stop the stream and report it, do not hang
+            self.failure = exc
+            self.stop()
+        finally:
+            self._prepared.close()  # after EOF the inference thread still classifies the last frame
+
     # -- inference thread -------------------------------------------------------------------------
     def _inference_loop(self) -> None:
         meter = FpsMeter()
         try:
             while True:
                 waiting_since = time.monotonic()
-                frame = self._mailbox.take()
+                item = self._prepared.take()
                 self.stats.idle_s += time.monotonic() - waiting_since
-                if frame is None:
+                if item is None:
                     return
-                self._classify(frame, meter)
+                self._classify(*item, meter)
                 if self.settings.max_frames and self.stats.classified >= self.settings.max_frames:
                     self.stop()
                     return
@@ -328,19 +385,23 @@ class LiveStream:
             self.failure = exc
             self.stop()
 
-    def _classify(self, frame: Frame, meter: FpsMeter) -> None:
-        """Classify one frame; a failure is counted and logged, never raised."""
-        start = time.monotonic()
+    def _classify(self, frame: Frame, prepared: PreparedImage, meter: FpsMeter) -> None:
+        """Run the model on one prepared frame; a failure is counted and logged, never raised."""
         try:
-            result = self.classifier.classify(frame.image)
+            result = self.classifier.classify_prepared(prepared)
         except Exception as exc:  # one bad frame must not end a camera that runs for months
-            self.stats.errors_classify += 1
-            log.warning("frame %d not classified: %s", frame.index, exc)
+            self._failed(frame, exc)
             return
         now = time.monotonic()
-        latency_ms = (now - start) * 1000.0
+        latency_ms = result.timings.total_ms
         self.stats.classified += 1
         self.stats.latency_ms_total += latency_ms
         self.stats.inference_ms_total += result.timings.inference_ms
         self.on_result(FrameResult(frame, result, latency_ms, (now - frame.captured) * 1000.0, meter.tick(now),
-                                   self._mailbox.dropped))
+                                   self._mailbox.dropped + self._prepared.dropped))
+
+    def _failed(self, frame: Frame, exc: Exception) -> None:
+        """Count and log a frame the classifier failed on (called from the prepare and the inference thread)."""
+        with self._error_lock:
+            self.stats.errors_classify += 1
+        log.warning("frame %d not classified: %s", frame.index, exc)

@@ -60,6 +60,23 @@ def runtime_target(label: str, path: Path, backend: str, threads: int, seed: int
     return _target(label, lambda: engine.run(tensor), init_ms, model_facts(model_file), facts, engine.close)
 
 
+def classify_target(label: str, classifier: Any, image: Any) -> Any:
+    """``classifier.classify(image)`` (a :class:`slidelite.Classifier`) as a candidate; the per-stage times of
+    its timed calls (preprocess, inference, postprocess) land in the target's ``stages_ms``."""
+    from slidelite.bench import _backend_facts, _classify_stages
+
+    target = _target(label, lambda: classifier.classify(image), None, {},
+                     _backend_facts(classifier.backend, classifier.options.threads), classifier.close)
+    target.stage_reader = _classify_stages
+    return target
+
+
+def callable_target(label: str, run_once: Callable[[], Any], engine: Dict[str, Any],
+                    close: Callable[[], None] = lambda: None) -> Any:
+    """Any call as a candidate (another framework's classify, say); ``engine`` holds the facts reported for it."""
+    return _target(label, run_once, None, {}, engine, close)
+
+
 def torch_target(label: str, module: Any, input_shape: Sequence[int], threads: int, seed: int = 0) -> Any:
     """A PyTorch module in eager mode (eval, ``inference_mode``) on a fixed input."""
     import torch
@@ -302,13 +319,27 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, 
     return "\n".join(lines)
 
 
-def cpu_with_flags() -> str:
-    """The CPU model and the SIMD flags that decide int8 speed (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_tile", "asimd", "asimddp", "i8mm", "sve", "sve2")
+
+
+def simd_flags() -> str:
+    """The CPU's vector-instruction features that decide these speeds (x86: AVX2, AVX-512, VNNI; Arm: NEON
+    ``asimd``, dot product ``asimddp``, ``i8mm``, SVE), from ``/proc/cpuinfo`` ('' where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    match = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.M)
+    present = set(match.group(1).split()) if match else set()
+    return " ".join(f for f in SIMD_FLAGS if f in present)
+
+
+def cpu_simd() -> str:
+    """The CPU's model and its SIMD features (:func:`simd_flags`), e.g. ``AMD EPYC (sse4_2 avx avx2 ...)``."""
     from slidelite.bench import cpu_model
 
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags]
-    return f"{cpu_model()} ({', '.join(isa) or 'no AVX2'})"
+    return f"{cpu_model()} ({simd_flags() or 'SIMD features unknown'})"
 
 
 def environment_line(report: Dict[str, Any], threads: int) -> str:
@@ -319,18 +350,6 @@ def environment_line(report: Dict[str, Any], threads: int) -> str:
             f"numpy {device['numpy']}, slidelite {device['slidelite']} (git {str(device['git_commit'])[:12]}); "
             f"{threads} threads, batch 1; 1-minute load average {device['loadavg_before'][0]:.2f} before / "
             f"{device['loadavg_after'][0]:.2f} after (other jobs share these cores).")
-
-
-def simd_flags() -> str:
-    """The CPU's SIMD feature flags that matter to BLAS/XNNPACK kernels (from /proc/cpuinfo; '' elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            words = set(handle.read().split())
-    except OSError:
-        return ""
-    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
-              "asimd", "asimddp", "i8mm", "sve")
-    return " ".join(flag for flag in wanted if flag in words)
 
 
 def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optional[Path]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import (ROOT, cpu_with_flags, environment_line, limit_threads, markdown_table,  # noqa: E402
+from benchmarks._common import (ROOT, cpu_simd, environment_line, limit_threads, markdown_table,  # noqa: E402
                                 save_json, update_docs_section)
 
 DOC = ROOT / "docs" / "converter.md"
@@ -109,7 +109,7 @@ def main() -> int:
             model_rows, report = measure_model(model, size, recipes, folder, args)
             rows += model_rows
             print(f"[{time.perf_counter() - start:6.0f} s] {model}", file=sys.stderr, flush=True)
-    save_json("int8_recipe_choice", {"rows": rows, "bench": report, "cpu": cpu_with_flags()})
+    save_json("int8_recipe_choice", {"rows": rows, "bench": report, "cpu": cpu_simd()})
     table = markdown_table(rows, [("model", "model"), ("recipe", "recipe"), ("p50_ms", "p50 ms"),
                                   ("speed", "int8 vs fp32"),
                                   ("kernel_ms", "kernel ms (profiler)"), ("size_ratio", "size vs fp32"),
@@ -119,7 +119,7 @@ def main() -> int:
         "`python benchmarks/int8_recipe_choice.py` — self-initialised weights, batch 1, 24 real photos and crops "
         "(scikit-image) for calibration and agreement (vs the fp32 ONNX file); p50 of "
         f"{args.runs} interleaved rounds through slidelite's onnxruntime backend; kernel ms: onnxruntime's "
-        f"profiler, sum over op types, 5 runs (not interleaved). CPU: {cpu_with_flags()}.",
+        f"profiler, sum over op types, 5 runs (not interleaved). CPU: {cpu_simd()}.",
         environment_line(report, args.threads), table])
     print(body)
     if not args.no_docs:

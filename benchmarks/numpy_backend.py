@@ -54,19 +54,6 @@ def exported(name: str) -> Path:
     return _common.export_onnx(module, _common.cache_path(name, ".fp32.onnx", module), shape)
 
 
-def simd_flags() -> str:
-    """The SIMD extensions numpy found on this CPU (its runtime dispatch), e.g. ``AVX2 AVX512F FMA3``."""
-    import numpy as np
-
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core._multiarray_umath import __cpu_features__ as features
-    wanted = ("SSE42", "AVX", "F16C", "FMA3", "AVX2", "AVX512F", "AVX512_SKX", "AVX512_VNNI", "ASIMD", "ASIMDHP",
-              "ASIMDDP", "NEON", "SVE")
-    return " ".join(name for name in wanted if features.get(name)) + f" (numpy {np.__version__})"
-
-
 def shipped_onnx() -> "dict[str, Path]":
     """The ``.onnx`` files in the wheel, by manifest name."""
     from slidelite.models import list_shipped
@@ -88,7 +75,7 @@ def main(argv: "list[str] | None" = None) -> int:
     paths = shipped_onnx()
     if not args.no_tiny:
         paths["slide_swin_tiny (fp32)"] = exported("slide_swin_tiny")  # all exports happen before any timing
-    flags = simd_flags()
+    flags = _common.simd_flags()
     print(f"CPU SIMD: {flags}", flush=True)
     rows, reports = [], {}
     for threads in args.threads:

@@ -38,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks._common import cpu_with_flags  # noqa: E402
+from benchmarks._common import cpu_simd  # noqa: E402
 
 
 def export_fp32(model_name: str, path: Path, size: int, layout: str, weights: Optional[Path] = None) -> None:
@@ -296,7 +296,7 @@ def main() -> None:
     latency = whole_model_latency(paths, args.threads, args.runs)
     fp32_size = paths["fp32"].stat().st_size
     print(f"\n{args.model} {args.size}x{args.size}, {args.layout} layout, LiteRT {_litert_version()} XNNPACK, "
-          f"{args.threads} threads, cpu: {cpu_with_flags()}\ncalibration: {len(calibration)} photos; agreement vs fp32 on "
+          f"{args.threads} threads, cpu: {cpu_simd()}\ncalibration: {len(calibration)} photos; agreement vs fp32 on "
           f"{len(held_out)} held-out images ({len(photos) - len(calibration)} photos/crops + {args.extra_crops} "
           f"random crops); load average after timing: {_load()}")
     print(f"{'model':<16}{'size MB':>9}{'size x':>8}{'p50 ms':>9}{'speed-up':>10}{'top-1 agree':>13}{'min cos':>9}"

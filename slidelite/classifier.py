@@ -25,10 +25,10 @@ from .errors import UsageError
 from .image import ImageSource
 from .metadata import ModelMetadata
 from .model_file import ModelFile, check_signature, open_model_file, read_metadata
-from .options import ClassifierOptions
+from .options import PREPROCESSING, ClassifierOptions
 from .postprocess import CategoryFilter, scores_from_output
 from .preprocess import prepare_input
-from .results import ClassificationResult, Timings
+from .results import ClassificationResult, PreparedImage, Timings
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -109,15 +109,26 @@ class Classifier:
         Raises:
             ImageError: the image cannot be read (the message names it).
         """
+        return self.classify_prepared(self.prepare(image))
+
+    def prepare(self, image: ImageSource) -> PreparedImage:
+        """The first stage of :meth:`classify`: decode and preprocess ``image`` (no model run).
+
+        Raises:
+            ImageError: the image cannot be read (the message names it).
+        """
         start = time.perf_counter()
-        tensor = prepare_input(image, self._metadata, self._options.max_image_pixels)
-        prepared = time.perf_counter()
-        raw = self._run(tensor)
+        tensor = self._prepare(image)
+        return PreparedImage(tensor, _ms(time.perf_counter() - start), _path_of(image))
+
+    def classify_prepared(self, prepared: PreparedImage) -> ClassificationResult:
+        """The rest of :meth:`classify`: run the model on an image from :meth:`prepare`; keep its categories."""
+        start = time.perf_counter()
+        raw = self._run(prepared.tensor)
         inferred = time.perf_counter()
         categories = self._filter(scores_from_output(raw, self._metadata)[0])
-        done = time.perf_counter()
-        timings = Timings(_ms(prepared - start), _ms(inferred - prepared), _ms(done - inferred))
-        return ClassificationResult(categories=categories, timings=timings, source=_path_of(image))
+        timings = Timings(prepared.preprocess_ms, _ms(inferred - start), _ms(time.perf_counter() - inferred))
+        return ClassificationResult(categories=categories, timings=timings, source=prepared.source)
 
     def classify_batch(self, images: Sequence[ImageSource], batch_size: int = DEFAULT_BATCH_SIZE) -> List[ClassificationResult]:
         """Classify several images; results are in input order.
@@ -140,7 +151,7 @@ class Classifier:
         tensors, prep_ms = [], []
         for image in images:
             start = time.perf_counter()
-            tensors.append(prepare_input(image, self._metadata, self._options.max_image_pixels))
+            tensors.append(self._prepare(image))
             prep_ms.append(_ms(time.perf_counter() - start))
         start = time.perf_counter()
         raw = self._run(np.concatenate(tensors))
@@ -152,6 +163,10 @@ class Classifier:
             timings = Timings(prep, infer_ms, _ms(time.perf_counter() - start))
             results.append(ClassificationResult(categories=categories, timings=timings, source=_path_of(image)))
         return results
+
+    def _prepare(self, image: ImageSource) -> np.ndarray:
+        return prepare_input(image, self._metadata, self._options.max_image_pixels,
+                             fast=self._options.preprocessing == "fast")
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         backend = self.backend
@@ -181,6 +196,8 @@ def _validate(options: ClassifierOptions) -> None:
     resolve_threads(options.threads)
     if options.category_allowlist and options.category_denylist:
         raise UsageError("category allowlist and denylist are mutually exclusive: pass only one of them")
+    if options.preprocessing not in PREPROCESSING:
+        raise UsageError(f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {options.preprocessing!r}")
     limit = options.max_image_pixels
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise UsageError(f"max_image_pixels must be a positive integer or None, got {limit!r}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from typing import IO, Any, Optional, Union
+from typing import IO, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +30,8 @@ from ._paths import PERMISSION_DENIED, file_problem
 from .errors import ImageError
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
+#: ``(width, height)`` of an oriented image -> the smallest ``(width, height)`` it may be decoded at
+DraftSize = Callable[[int, int], Tuple[int, int]]
 
 COLOR_MODES = ("RGB", "L")
 _ORIENTATION_TAG = 0x0112
@@ -47,6 +49,10 @@ _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _FLOAT_TOLERANCE = 1e-3
 # what Pillow's decoders raise on damaged data (plugins parse headers with struct.unpack_from)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+_DRAFT_SCALES = (8, 4, 2)
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+#: array dtypes converted pixel by pixel with no check of the values: a region of them can be cut out first
+_CUTTABLE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.bool_))
 
 
 def source_name(source: Any) -> str:
@@ -63,13 +69,17 @@ def source_name(source: Any) -> str:
     return name if isinstance(name, str) else "<stream>"
 
 
-def load_image(source: ImageSource, max_pixels: Optional[int] = None) -> Image.Image:
+def load_image(source: ImageSource, max_pixels: Optional[int] = None,
+               draft_to: Optional[DraftSize] = None) -> Image.Image:
     """Decode ``source`` into a loaded PIL image with EXIF orientation applied.
 
     Args:
         source: a path (``str``/``PathLike``), encoded bytes, a binary file object, a PIL image, or a
             numpy array (HxW, HxWx1/2/3/4; uint8, uint16, bool or float in [0, 1]).
         max_pixels: refuse encoded images with more pixels; None uses ``PIL.Image.MAX_IMAGE_PIXELS``.
+        draft_to: for a JPEG, the smallest size (given its full oriented size) it may be decoded at: the
+            decoder then scales by 1/8, 1/4 or 1/2 (the smallest that keeps both sides at least that large
+            and divides them exactly, so the geometry is unchanged). Other formats ignore it.
 
     Returns:
         A PIL image in whatever mode the source has (see :func:`to_color_mode`).
@@ -87,24 +97,24 @@ def load_image(source: ImageSource, max_pixels: Optional[int] = None) -> Image.I
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
             raise ImageError(f"{name}: zero-byte image data")
-        return _decode(io.BytesIO(bytes(source)), name, max_pixels)
+        return _decode(io.BytesIO(bytes(source)), name, max_pixels, draft_to)
     if isinstance(source, (str, os.PathLike)):
         problem, _ = file_problem(name)
         if problem:
             raise ImageError(f"{name}: {problem}")
         try:
             with open(name, "rb") as handle:
-                return _decode(handle, name, max_pixels)
+                return _decode(handle, name, max_pixels, draft_to)
         except PermissionError:
             raise ImageError(f"{name}: {PERMISSION_DENIED}") from None
         except OSError as exc:
             raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
     if hasattr(source, "read"):
-        return _decode(source, name, max_pixels)
+        return _decode(source, name, max_pixels, draft_to)
     raise ImageError(f"{name}: unsupported image source of type {type(source).__name__}")
 
 
-def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Image:
+def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int], draft_to: Optional[DraftSize]) -> Image.Image:
     """Open, size-check, decode the first frame and orient an encoded image."""
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -121,6 +131,8 @@ def _decode(stream: IO[bytes], name: str, max_pixels: Optional[int]) -> Image.Im
             f"{name}: image too large ({width}x{height} = {width * height} pixels > limit {limit}), "
             "possible decompression bomb"
         )
+    if draft_to is not None and img.format == "JPEG":
+        _draft(img, draft_to)
     img = _load_pixels(img, name)
     try:
         animated = getattr(img, "is_animated", False)  # reads the next frame's header
@@ -143,18 +155,62 @@ def _load_pixels(img: Image.Image, name: str) -> Image.Image:
     return img
 
 
-def _apply_orientation(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag; bogus or unreadable EXIF data is ignored."""
+def _draft(img: Image.Image, draft_to: DraftSize) -> None:
+    """Let the JPEG decoder scale down by the largest factor that divides both sides and keeps them large enough."""
+    width, height = img.size
+    swapped = _orientation(img) in _SWAPPING_ORIENTATIONS
+    need = draft_to(height, width) if swapped else draft_to(width, height)
+    need_width, need_height = (need[1], need[0]) if swapped else need
+    for scale in _DRAFT_SCALES:
+        if (width % scale == 0 and height % scale == 0 and width // scale >= need_width
+                and height // scale >= need_height):
+            img.draft(None, (width // scale, height // scale))
+            return
+
+
+def _orientation(img: Image.Image) -> Optional[int]:
+    """The EXIF orientation tag (1 when absent); None when the EXIF data is bogus or unreadable."""
     try:
         orientation = img.getexif().get(_ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - corrupt EXIF blocks can raise anything; they must not fail the image
-        return img
-    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+        return None
+    return orientation if isinstance(orientation, int) else None
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; bogus or unreadable EXIF data is ignored."""
+    method = _TRANSPOSE.get(_orientation(img))
     return img.transpose(method) if method is not None else img
 
 
-def image_from_array(array: np.ndarray, name: str = "<array>") -> Image.Image:
-    """Wrap a numpy image (HxW, HxWx1/2/3/4; uint8, uint16, bool, other ints in 0..255, float in [0, 1])."""
+def image_from_array(array: np.ndarray, name: str = "<array>",
+                     region: Optional[Tuple[int, int, int, int]] = None) -> Image.Image:
+    """Wrap a numpy image (HxW, HxWx1/2/3/4; uint8, uint16, bool, other ints in 0..255, float in [0, 1]).
+
+    ``region`` ``(left, upper, right, lower)``: only those pixels; uint8, uint16 and bool arrays are cut
+    before anything is copied or converted (other dtypes are checked whole, then cropped).
+    """
+    arr = _image_array(array, name)
+    if region is not None and arr.dtype in _CUTTABLE_DTYPES:
+        arr, region = arr[region[1]:region[3], region[0]:region[2]], None
+    img = Image.fromarray(np.ascontiguousarray(_array_to_uint8(arr, name)))
+    return img if region is None else img.crop(region)
+
+
+def array_pixels(array: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """A numpy image ready to be cut into regions (:func:`image_from_array` with ``region``): HxW or HxWxC after its
+    shape is checked; uint8, uint16 and bool arrays as they are (they convert pixel by pixel, region by region),
+    other dtypes checked and converted to uint8 whole.
+
+    Raises:
+        ImageError: the array's shape, dtype or values are not an image's.
+    """
+    arr = _image_array(array, name)
+    return arr if arr.dtype in _CUTTABLE_DTYPES else _array_to_uint8(arr, name)
+
+
+def _image_array(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as HxW or HxWxC (C in 2..4), after checking its shape."""
     arr = np.asarray(array)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
@@ -162,7 +218,7 @@ def image_from_array(array: np.ndarray, name: str = "<array>") -> Image.Image:
         raise ImageError(f"{name}: array of shape {arr.shape} is not an image (expected HxW or HxWxC, C in 1..4)")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"{name}: empty image array of shape {arr.shape}")
-    return Image.fromarray(np.ascontiguousarray(_array_to_uint8(arr, name)))
+    return arr
 
 
 def _array_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:

@@ -8,6 +8,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metadata_fields import MetadataFields
 
 BACKENDS = ("auto", "onnxruntime", "litert", "tflite", "numpy")
+PREPROCESSING = ("fast", "exact")
 
 
 @dataclass
@@ -27,6 +28,11 @@ class ClassifierOptions:
         verify_checksum: verify the sha256 of shipped models on load.
         metadata_fields: metadata fields that replace or supply the model's own (labels, input size, mean/std,
             crop, layout, ...), for a model file made elsewhere; None: the file's metadata as it is.
+        preprocessing: one of :data:`PREPROCESSING`. ``fast`` resizes only the pixels under the centre crop,
+            shrinks large images by an integer factor first and decodes large JPEGs at a reduced scale
+            (:mod:`slidelite.resize_plan`); ``exact`` resizes the whole image as timm's eval transform does.
+            Both give identical tensors when the image needs no resize; ``docs/benchmarks.md`` ("Camera
+            path") measures the difference otherwise.
     """
 
     model: Optional[str] = None
@@ -39,3 +45,4 @@ class ClassifierOptions:
     max_image_pixels: Optional[int] = None
     verify_checksum: bool = True
     metadata_fields: Optional["MetadataFields"] = None
+    preprocessing: str = "fast"

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover - ``import slidelite`` stays free of numpy
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,16 @@ class Timings:
     def total_ms(self) -> float:
         """Sum of the three stages."""
         return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image already turned into the model's input tensor (:meth:`slidelite.Classifier.prepare`), ready for
+    :meth:`slidelite.Classifier.classify_prepared`: a pipeline prepares the next frame while the model runs."""
+
+    tensor: np.ndarray
+    preprocess_ms: float
+    source: Optional[str] = None
 
 
 @dataclass(frozen=True)

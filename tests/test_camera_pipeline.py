@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("cv2", reason="the camera extra (opencv-python-headless) is installed by scripts/test.sh")
 
@@ -156,7 +157,8 @@ def test_folder_results_match_classifying_the_files(media, classifier):
     assert failure is None and stats.classified + stats.dropped == stats.delivered == len(PHOTOS)
     files = sorted(Path(media["folder"]).iterdir())
     for record in records:
-        expected = classifier.classify(str(files[record["frame"]])).categories[:3]
+        # the decoded pixels of the file (classifying the path itself may decode a JPEG at a reduced scale)
+        expected = classifier.classify(np.asarray(Image.open(files[record["frame"]]).convert("RGB"))).categories[:3]
         assert [c["label"] for c in record["categories"]] == [c.label for c in expected]
         assert [c["score"] for c in record["categories"]] == pytest.approx([c.score for c in expected], abs=1e-6)
 
@@ -181,27 +183,66 @@ def test_unreadable_image_is_counted_and_skipped(media, tmp_path):
 
 
 def test_classifier_failures_are_counted_and_the_stream_goes_on(media, classifier):
-    class FailsEveryThirdFrame:
-        """The real classifier, made to fail on every third call (a per-frame failure injection)."""
+    class FlakyClassifier:
+        """The real classifier, made to fail in preprocessing on every third frame and in the model run on every
+        fourth prepared one (per-frame failure injection in both pipeline stages)."""
 
-        calls = 0
+        prepares = runs = 0
 
-        def classify(self, image):
-            self.calls += 1
-            if self.calls % 3 == 0:
-                raise RuntimeError("injected failure")
-            return classifier.classify(image)
+        def prepare(self, image):
+            self.prepares += 1
+            if self.prepares % 3 == 0:
+                raise RuntimeError("injected preprocessing failure")
+            return classifier.prepare(image)
 
-    flaky, results = FailsEveryThirdFrame(), []
+        def classify_prepared(self, prepared):
+            self.runs += 1
+            if self.runs % 4 == 0:
+                raise RuntimeError("injected inference failure")
+            return classifier.classify_prepared(prepared)
+
+    flaky, results = FlakyClassifier(), []
     source = VideoFileSource(media["video"])
     source.open()
     stream = LiveStream(source, flaky, results.append, StreamSettings())
     stream.start()
     stats = _finish(stream)
     assert stream.failure is None
-    assert stats.errors_classify == flaky.calls // 3 >= 1
-    assert stats.classified == len(results) == flaky.calls - stats.errors_classify
+    assert flaky.runs >= 4 and stats.errors_classify == flaky.prepares // 3 + flaky.runs // 4
+    assert stats.classified == len(results) == flaky.runs - flaky.runs // 4
     assert stats.classified + stats.errors_classify + stats.dropped == stats.delivered == VIDEO_FRAMES
+
+
+def test_the_next_frame_is_prepared_while_the_model_runs(media, classifier):
+    class WaitsForTheNextPrepare:
+        """The real classifier whose model run waits (up to 10 s) until the next frame's preprocessing has begun:
+        that only happens if the two stages overlap; run one after the other, every wait would time out."""
+
+        def __init__(self) -> None:
+            self.prepares, self.overlapped, self.runs = 0, 0, 0
+            self.changed = threading.Condition()
+
+        def prepare(self, image):
+            with self.changed:
+                self.prepares += 1
+                self.changed.notify_all()
+            return classifier.prepare(image)
+
+        def classify_prepared(self, prepared):
+            with self.changed:
+                self.runs += 1
+                if self.changed.wait_for(lambda: self.prepares > self.runs, timeout=10):
+                    self.overlapped += 1
+            return classifier.classify_prepared(prepared)
+
+    overlapping, results = WaitsForTheNextPrepare(), []
+    source = VideoFileSource(media["video"])
+    source.open()
+    stream = LiveStream(source, overlapping, results.append, StreamSettings(max_frames=5, loop=True))
+    stream.start()
+    stats = _finish(stream)
+    assert stream.failure is None and stats.classified == len(results) == 5
+    assert overlapping.overlapped == overlapping.runs == 5
 
 
 def _finish(stream: LiveStream):

@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from slidelite.classifier import Classifier
 from slidelite.cli._inputs import InputProblem, iter_inputs
-from tests._cli_fixtures import ROOT, SAMPLE, run_cli, run_subprocess, write_bad_images, write_good_images
+from tests._cli_fixtures import (ROOT, SAMPLE, run_cli, run_subprocess, skimage_photo, write_bad_images,
+                                 write_good_images)
 from tests._runtime_fixtures import LABELS, fixture_metadata, make_fixture_onnx
 
 
@@ -62,6 +64,26 @@ def test_human_output_is_one_aligned_line_per_image(model: Path, work: Path) -> 
             expected = classifier.classify(path).categories
             assert line[:column] == f"{str(path):<{column}}"
             assert line[column:].split(" | ") == [f"{c.label} {c.score:.3f}" for c in expected]
+
+
+@pytest.mark.parametrize("preprocessing", ["fast", "exact"])
+def test_preprocessing_option_reaches_the_classifier(model: Path, tmp_path: Path, preprocessing: str) -> None:
+    photo = tmp_path / "large.png"  # large enough that the fast path reduces it: the two paths differ
+    Image.fromarray(skimage_photo("astronaut")).resize((1600, 1200)).save(photo)
+    run = run_cli(["classify", "--model", model, "--json", "--top-k", "0", "--preprocessing", preprocessing, photo])
+    assert run.exit_code == 0, run.stderr
+    scores = [c["score"] for c in _json_lines(run.stdout)[0]["categories"]]
+    results = {}
+    for mode in ("fast", "exact"):
+        with Classifier.from_file(model, max_results=0, preprocessing=mode) as classifier:
+            results[mode] = [c.score for c in classifier.classify(photo).categories]
+    assert results["fast"] != pytest.approx(results["exact"], abs=1e-6)
+    assert scores == pytest.approx(results[preprocessing], abs=1e-6)
+
+
+def test_unknown_preprocessing_is_a_usage_error(model: Path) -> None:
+    run = run_cli(["classify", "--model", model, "--preprocessing", "quick", SAMPLE])
+    assert run.exit_code == 2 and "quick" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_json_lines_match_the_python_api(model: Path) -> None:

@@ -77,7 +77,9 @@ def test_runtime_classifies_with_converted_micro(micro_files, photos):
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     images = sorted(photos.glob("*.png"))[:6]
-    with Classifier.from_file(fp32, max_results=3) as fp32_clf, Classifier.from_file(int8, max_results=3) as int8_clf:
+    # exact preprocessing: the same tensor torch gets from prepare_input (the fast path is tested on its own)
+    with Classifier.from_file(fp32, max_results=3, preprocessing="exact") as fp32_clf, \
+            Classifier.from_file(int8, max_results=3) as int8_clf:
         for image in images:
             result = fp32_clf.classify(str(image))
             assert result.categories[0].index == _top1_torch(model, image, fp32_clf.metadata)

@@ -58,7 +58,9 @@ def expected_scores(photo: np.ndarray, **variant) -> np.ndarray:
 ])
 def test_scores_match_an_independent_computation(folder, variant, tolerance):
     path = make_fixture_onnx(folder / f"variant_{abs(hash(json.dumps(variant, sort_keys=True)))}.onnx", **variant)
-    with Classifier.from_file(path, max_results=None) as classifier:
+    # the reference is timm's transform on the whole photo: the exact path (the fast one is checked against it
+    # in test_runtime_preprocess.py)
+    with Classifier.from_file(path, max_results=None, preprocessing="exact") as classifier:
         for name, photo in PHOTOS.items():
             result = classifier.classify(photo)
             got = np.zeros(len(LABELS))

@@ -17,7 +17,9 @@ from PIL import Image
 from skimage import data
 
 from slidelite.errors import ImageError
-from slidelite.image import load_image, to_color_mode
+from slidelite.image import array_pixels, image_from_array, load_image, to_color_mode
+from slidelite.metadata import InputSpec, PreprocessSpec
+from slidelite.resize_plan import draft_size
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = {
@@ -398,3 +400,70 @@ def test_to_color_mode_rejects_unknown_target_and_lab():
         to_color_mode(Image.new("RGB", (2, 2)), "CMYK")
     with pytest.raises(ImageError, match="LAB"):
         to_color_mode(Image.new("LAB", (2, 2)), "RGB")
+
+
+# ------------------------------------------------------------------------------- JPEG draft decoding
+
+def default_model_draft(width: int, height: int):
+    """The smallest decode size the default model's fast path allows (224 px, crop 1.0: 2 x the resized size)."""
+    inp, pre = InputSpec("x", 224, 224), PreprocessSpec(crop_pct=1.0, interpolation="bilinear")
+    return draft_size(width, height, inp, pre)
+
+
+def photo_jpeg(path: Path, size, orientation: int = 1) -> Path:
+    frame = np.asarray(Image.fromarray(PHOTOS["coffee"]).resize(size, Image.Resampling.BILINEAR))
+    return save_oriented(path, frame, orientation, quality=90)
+
+
+@pytest.mark.parametrize("size,decoded", [
+    ((1920, 1080), (960, 540)),    # 1/4 would give 480x270 < 2 x 398x224: 1/2
+    ((4032, 3024), (1008, 756)),   # 1/8 would give 504x378 < 2 x 298x224: 1/4
+    ((1921, 1080), (1921, 1080)),  # no scale divides both sides: decoded whole
+    ((451, 300), (451, 300)),      # too small to scale down
+])
+def test_jpeg_draft_scale_never_goes_below_twice_the_resized_size(tmp_path, size, decoded):
+    img = load_image(photo_jpeg(tmp_path / "frame.jpg", size), draft_to=default_model_draft)
+    assert img.size == decoded
+    need = default_model_draft(*size)
+    assert img.size == size or (img.width >= need[0] and img.height >= need[1])
+
+
+def test_jpeg_draft_follows_the_exif_orientation(tmp_path):
+    # a wide model (256x64, squash: needs 512x128 decoded) and a portrait-stored JPEG shown landscape: 1/8 fits
+    # the shown size; measured on the stored size it would not (128 < 512), and 1/2 would be chosen
+    inp, pre = InputSpec("x", 64, 256), PreprocessSpec(resize_mode="squash", crop_pct=1.0)
+    path = photo_jpeg(tmp_path / "phone.jpg", (1024, 4096), orientation=6)
+    img = load_image(path, draft_to=lambda w, h: draft_size(w, h, inp, pre))
+    assert img.size == (512, 128)
+    assert np.abs(rgb(img) - rgb(load_image(path).resize(img.size, Image.Resampling.BOX))).mean() < 3.0
+
+
+def test_draft_is_ignored_for_other_formats_and_without_a_request(tmp_path):
+    frame = np.asarray(Image.fromarray(PHOTOS["coffee"]).resize((1920, 1080)))
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    assert load_image(tmp_path / "frame.png", draft_to=default_model_draft).size == (1920, 1080)
+    assert load_image(photo_jpeg(tmp_path / "frame.jpg", (1920, 1080))).size == (1920, 1080)
+
+
+# ----------------------------------------------------------------------------------- array regions
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "bool", "float64"])
+def test_array_region_is_the_crop_of_the_whole_array(dtype):
+    photo = PHOTOS["rocket"]
+    arr = {"uint8": photo, "uint16": photo.astype(np.uint16) * 257, "bool": photo > 128,
+           "float64": photo / 255.0}[dtype]
+    region = (100, 40, 420, 300)
+    assert array_pixels(arr).shape[:2] == (427, 640)
+    got = image_from_array(arr, region=region)
+    assert np.array_equal(np.asarray(got), np.asarray(image_from_array(arr).crop(region)))
+
+
+def test_array_region_still_checks_every_value():
+    arr = PHOTOS["rocket"] / 255.0
+    arr[0, 0, 0] = np.nan  # outside the region
+    with pytest.raises(ImageError, match="NaN"):
+        image_from_array(arr, region=(100, 40, 420, 300))
+    with pytest.raises(ImageError, match="NaN"):
+        array_pixels(arr)
+    with pytest.raises(ImageError, match="not an image"):
+        array_pixels(np.zeros((4, 4, 5), np.uint8))

@@ -1,14 +1,20 @@
 """slidelite.preprocess against an independent implementation of timm's eval transform, on real photos."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from skimage import data
 
-from slidelite.errors import ImageError
+from slidelite import Classifier
+from slidelite.errors import ImageError, UsageError
 from slidelite.metadata import metadata_from_dict
+from slidelite.model_file import open_model_file, read_metadata
+from slidelite.image import image_from_array
 from slidelite.preprocess import prepare_input, preprocess, resized_size
+from slidelite.resize_plan import BAND_ROWS, plan_resize
 from tests._runtime_fixtures import fixture_metadata, reference_preprocess
 
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
@@ -148,3 +154,115 @@ def test_rgba_and_palette_inputs_become_rgb_tensors():
     rgba = Image.fromarray(np.dstack([PHOTOS["coffee"], np.full(PHOTOS["coffee"].shape[:2], 255, np.uint8)]))
     assert np.array_equal(preprocess(rgba, meta()), preprocess(Image.fromarray(PHOTOS["coffee"]), meta()))
     assert preprocess(Image.fromarray(PHOTOS["coffee"]).quantize(32), meta()).shape == (1, 3, 32, 32)
+
+
+# ------------------------------------------------------------------------- fast path (resize plans)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "slidelite" / "models"
+
+
+def shipped_metadata(name: str):
+    return read_metadata(open_model_file(SHIPPED / name))
+
+
+def todays_tensor(img: Image.Image, md) -> np.ndarray:
+    """The tensor of an image already at the model's size, computed the way the runtime always has:
+    ``float32(pixel) * gain + offset`` in float32, per channel, then the layout."""
+    pre, inp = md.preprocess, md.input
+    mean = np.broadcast_to(np.asarray(pre.mean, np.float64), (pre.channels,))
+    std = np.broadcast_to(np.asarray(pre.std, np.float64), (pre.channels,))
+    gain, offset = 1.0 / (255.0 * std), -mean / std
+    if inp.dtype != "float32":
+        gain, offset = gain / inp.quantization.scale, offset / inp.quantization.scale + inp.quantization.zero_point
+    pixels = np.asarray(img.convert(pre.color_mode), np.float32).reshape(inp.height, inp.width, pre.channels)
+    out = pixels * gain.astype(np.float32) + offset.astype(np.float32)
+    if inp.dtype != "float32":
+        low, high = (0, 255) if inp.dtype == "uint8" else (-128, 127)
+        out = np.clip(np.rint(out), low, high).astype(inp.dtype)
+    return (out if inp.channels_last else out.transpose(2, 0, 1))[None]
+
+
+MODEL_SIZED = [  # (model file, photo): RGB and grey models, NHWC and NCHW, both shipped models
+    ("efficientnet_lite0.tflite", "astronaut"), ("efficientnet_lite0.onnx", "coffee"),
+    ("slide_swin_micro_fmnist.onnx", "camera"), ("slide_swin_micro_fmnist.tflite", "chelsea")]
+
+
+@pytest.mark.parametrize("model,name", MODEL_SIZED)
+@pytest.mark.parametrize("kind", ["PIL", "array"])
+def test_fast_path_is_bit_exact_for_images_at_the_model_size(model, name, kind):
+    md = shipped_metadata(model)
+    photo = Image.fromarray(getattr(data, name)())
+    sized = photo.convert(md.preprocess.color_mode).resize((md.input.width, md.input.height))
+    source = sized if kind == "PIL" else np.asarray(sized)
+    fast = prepare_input(source, md, fast=True)
+    assert fast.dtype == np.float32 and np.array_equal(fast, prepare_input(source, md))
+    assert np.array_equal(fast, todays_tensor(sized, md))
+
+
+@pytest.mark.parametrize("variant", [dict(layout="NCHW"), dict(layout="NHWC"), dict(color_mode="L"),
+                                     dict(dtype="uint8", layout="NHWC"), dict(dtype="int8")])
+def test_fast_path_is_bit_exact_when_only_a_crop_is_needed(variant):
+    md = meta(size=64, crop_pct=1.0, **variant)
+    photo = Image.fromarray(PHOTOS["rocket"]).resize((96, 64))  # shorter side already 64: crop only
+    for source in (photo, np.asarray(photo)):
+        fast = prepare_input(source, md, fast=True)
+        assert np.array_equal(fast, prepare_input(source, md))
+    assert np.array_equal(prepare_input(photo.crop((16, 0, 80, 64)), md), todays_tensor(photo.crop((16, 0, 80, 64)), md))
+
+
+def test_fast_path_gives_the_same_tensor_for_arrays_and_pil_images():
+    md = shipped_metadata("efficientnet_lite0.tflite")
+    for name in ("chelsea", "rocket"):
+        frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS[name]), (1920, 1080), Image.Resampling.BICUBIC))
+        assert np.array_equal(prepare_input(frame, md, fast=True), prepare_input(Image.fromarray(frame), md, fast=True))
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (900, 3000)])
+def test_banded_shrink_equals_reducing_the_whole_region(size):
+    md = shipped_metadata("efficientnet_lite0.tflite")
+    frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["astronaut"]), size))
+    plan = plan_resize(*size, md.input, md.preprocess)
+    assert plan.reduce != (1, 1) and plan.region[3] - plan.region[1] > BAND_ROWS  # several bands
+    whole = image_from_array(frame, region=plan.region).reduce(plan.reduce)
+    assert np.array_equal(np.asarray(plan.shrink(lambda box: image_from_array(frame, region=box))), np.asarray(whole))
+
+
+def test_fast_path_reads_strided_views_like_their_copies():
+    md = shipped_metadata("efficientnet_lite0.tflite")
+    bgr = np.ascontiguousarray(np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["coffee"]), (1280, 720)))[..., ::-1])
+    view = bgr[..., ::-1]  # an RGB view of a BGR frame, as the camera sources deliver it
+    assert not view.flags.c_contiguous
+    assert np.array_equal(prepare_input(view, md, fast=True), prepare_input(np.ascontiguousarray(view), md, fast=True))
+
+
+@pytest.fixture(scope="module")
+def default_classifiers():
+    with Classifier.default(preprocessing="fast") as fast, Classifier.default(preprocessing="exact") as exact:
+        yield fast, exact
+
+
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+@pytest.mark.parametrize("size", [None, (1920, 1080), (4032, 3024)])
+def test_fast_path_on_large_photos_differs_little_and_keeps_the_top1(default_classifiers, name, size):
+    fast, exact = default_classifiers
+    photo = Image.fromarray(PHOTOS[name])
+    frame = np.asarray(photo if size is None else ImageOps.fit(photo, size, Image.Resampling.BICUBIC))
+    got, want = fast.prepare(frame).tensor, exact.prepare(frame).tensor
+    diff = np.abs(got.astype(np.float64) - want) * np.asarray(fast.metadata.preprocess.std) * 255  # pixel levels
+    assert diff.max() <= 8 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+    assert fast.classify(frame).top.index == exact.classify(frame).top.index
+
+
+def test_fast_jpeg_draft_differs_little_and_keeps_the_top1(default_classifiers, tmp_path):
+    fast, exact = default_classifiers
+    path = tmp_path / "frame.jpg"
+    Image.fromarray(PHOTOS["coffee"]).resize((1920, 1280), Image.Resampling.BICUBIC).save(path, quality=95)
+    assert fast.classify(path).top.index == exact.classify(path).top.index
+    got, want = fast.prepare(path).tensor, exact.prepare(path).tensor
+    diff = np.abs(got.astype(np.float64) - want) * np.asarray(fast.metadata.preprocess.std) * 255  # pixel levels
+    assert diff.max() <= 8 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+
+
+def test_unknown_preprocessing_option_is_a_usage_error():
+    with pytest.raises(UsageError, match="preprocessing must be one of fast, exact"):
+        Classifier.default(preprocessing="quick")

@@ -117,7 +117,9 @@ def test_runtime_matches_torch_and_onnx_on_real_photos(fp32_run, weights, photos
                    "-q", "--latency-runs", "0"])
     assert run.exit_code == 0, run.stderr
     files = sorted(photos.glob("*.png"))
-    with Classifier.from_file(str(out)) as tfl, Classifier.from_file(str(onnx)) as ref:
+    # exact preprocessing: the same tensor torch gets from prepare_input (the fast path is tested on its own)
+    with Classifier.from_file(str(out), preprocessing="exact") as tfl, \
+            Classifier.from_file(str(onnx), preprocessing="exact") as ref:
         assert tfl.backend.name == "litert" and not tfl.backend.thread_safe
         onnx_meta = open_model_file(onnx).metadata
         for photo in files:

@@ -15,7 +15,7 @@ import click
 
 from ..backends.litert_backend import held_native_stderr
 from ..errors import ImageError, UsageError
-from ..options import ClassifierOptions
+from ..options import PREPROCESSING, ClassifierOptions
 from ..results import ClassificationResult
 from ._common import (Command, EXIT_INPUT_FAILED, EXIT_OK, backend_option, echo_json, error_boundary, model_option,
                       print_error, threads_option)
@@ -79,13 +79,16 @@ class CsvWriter:
 @threads_option
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Refuse images with more than N pixels. Default: Pillow's decompression-bomb limit.")
+@click.option("--preprocessing", type=click.Choice(PREPROCESSING), default="fast", show_default=True,
+              help="fast: resize only the pixels under the centre crop (large JPEGs decoded at reduced scale); "
+                   "exact: resize the whole image as timm does. Identical for images at the model's size.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per image.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: header, then one row per image and category.")
 @metadata_field_options
 @error_boundary
 def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold: float, allow: Sequence[str],
-            deny: Sequence[str], backend: str, threads: Optional[int], max_pixels: Optional[int], as_json: bool,
-            as_csv: bool, **fields: Any) -> int:
+            deny: Sequence[str], backend: str, threads: Optional[int], max_pixels: Optional[int], preprocessing: str,
+            as_json: bool, as_csv: bool, **fields: Any) -> int:
     """Classify images: files, folders (searched recursively) and glob patterns.
 
     \b
@@ -106,7 +109,7 @@ def command(paths: Tuple[str, ...], model: Optional[str], top_k: int, threshold:
     options = ClassifierOptions(model=model, backend=backend, threads=threads, max_results=top_k,
                                 score_threshold=threshold, category_allowlist=tuple(allow),
                                 category_denylist=tuple(deny), max_image_pixels=max_pixels,
-                                metadata_fields=metadata_fields(**fields))
+                                preprocessing=preprocessing, metadata_fields=metadata_fields(**fields))
     writer: Writer = JsonWriter() if as_json else CsvWriter() if as_csv else HumanWriter()
     with Classifier.create_from_options(options) as classifier:
         failed = classify_all(classifier, iter_inputs(paths), writer)

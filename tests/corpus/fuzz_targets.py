@@ -159,16 +159,21 @@ def _paths(node: Any, parent: Any = None, key: Any = None):
 
 
 def image_to_tensor(source: Any, metadata: ModelMetadata) -> bool:
-    """Preprocess ``source`` (bytes, PIL image, array, ...) for ``metadata``; True when it was accepted."""
-    try:
-        tensor = prepare_input(source, metadata)
-    except SlideliteError:
-        return False
-    inp = metadata.input
-    channels = metadata.preprocess.channels
-    expected = (1, inp.height, inp.width, channels) if inp.channels_last else (1, channels, inp.height, inp.width)
-    assert tensor.shape == expected and tensor.dtype == np.dtype(inp.dtype), (tensor.shape, tensor.dtype)
-    return True
+    """Preprocess ``source`` (bytes, PIL image, array, ...) for ``metadata`` on the exact and on the fast path (the
+    Classifier's default: crop regions, reduce, JPEG draft decoding); True when the exact path accepted it."""
+    accepted = []
+    for fast in (False, True):
+        try:
+            tensor = prepare_input(source, metadata, fast=fast)
+        except SlideliteError:
+            accepted.append(False)
+            continue
+        inp = metadata.input
+        channels = metadata.preprocess.channels
+        expected = (1, inp.height, inp.width, channels) if inp.channels_last else (1, channels, inp.height, inp.width)
+        assert tensor.shape == expected and tensor.dtype == np.dtype(inp.dtype), (tensor.shape, tensor.dtype)
+        accepted.append(True)
+    return accepted[0]
 
 
 def metadata_document(document: Any) -> bool:
