@@ -271,10 +271,7 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
     activation = int(ctx.option("activation", 0))
 
     def run(x: np.ndarray, *_: object) -> np.ndarray:
-        out = _depthwise(x, taps_f, win, multiplier, np.float32)
-        if bias_f is not None:
-            out += bias_f
-        return apply_float_activation(out, activation)
+        return _depthwise(x, taps_f, win, multiplier, np.float32, bias_f, activation)
 
     return run
 
@@ -317,10 +314,11 @@ DEPTHWISE_BLOCK = 1 << 15
 DEPTHWISE_EINSUM = 1 << 17
 
 
-def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type) -> np.ndarray:
-    """Per-channel convolution. Small maps: one einsum over strided windows. Larger ones: for each block of output
-    rows, the first tap's product initializes it and every other tap's product is added (two passes over a
-    cache-sized block per tap)."""
+def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type,
+               bias: Optional[np.ndarray] = None, activation: int = 0) -> np.ndarray:
+    """Per-channel convolution, then ``bias`` and the fused float ``activation``. Small maps: one einsum over
+    strided windows. Larger ones: for each block of output rows, the first tap's product initializes it, every
+    other tap's product is added, then bias and activation are applied while the block is still in cache."""
     g = win.geometry(x.shape[1], x.shape[2])
     xp = _pad(x, g, 0)
     if multiplier > 1:
@@ -332,7 +330,7 @@ def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dt
         windows = np.lib.stride_tricks.as_strided(
             xp, (n, g.out_h, g.out_w, win.kh, win.kw, channels),
             (s[0], s[1] * win.sh, s[2] * win.sw, s[1] * win.dh, s[2] * win.dw, s[3]), writeable=False)
-        return np.einsum("nhwijc,ijc->nhwc", windows, taps, dtype=dtype)
+        return _bias_activation(np.einsum("nhwijc,ijc->nhwc", windows, taps, dtype=dtype), bias, activation)
     out = np.empty(shape, dtype)
     rows = max(1, DEPTHWISE_BLOCK // max(1, n * g.out_w * channels))
     scratch = np.empty((n, min(rows, g.out_h), g.out_w, channels), dtype)
@@ -350,7 +348,15 @@ def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dt
                 else:
                     np.multiply(view, taps[i, j], out=tmp)
                     block += tmp
+        _bias_activation(block, bias, activation)
     return out
+
+
+def _bias_activation(out: np.ndarray, bias: Optional[np.ndarray], activation: int) -> np.ndarray:
+    """``out += bias`` and the fused float activation, in place (no-ops for None and ACT_NONE)."""
+    if bias is not None:
+        out += bias
+    return apply_float_activation(out, activation)
 
 
 @register("FULLY_CONNECTED")

@@ -14,12 +14,13 @@ input (``thread_safe``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ModelError
 from . import _tflite_ops_elementwise, _tflite_ops_linear, _tflite_ops_shape  # noqa: F401 - register the kernels
+from ._tflite_fusion import fuse_layer_norms
 from ._tflite_kernel_base import OPS, Kernel, OpContext, OpError
 from ._tflite_ops_linear import sibling_depthwise
 from ._tflite_quant import QuantError
@@ -51,10 +52,14 @@ class NumpyTFLiteBackend(Backend):
     name = "numpy"
     thread_safe = True
 
-    def __init__(self, model_file: "ModelFile", threads: int) -> None:
+    def __init__(self, model_file: "ModelFile", threads: int, fuse: bool = True) -> None:
+        """Load and plan ``model_file``; ``fuse=False`` keeps every operator a step of its own (the fusion tests
+        compare both plans). No kernel uses a thread pool of its own; numpy's BLAS is the only threaded part,
+        and the one place to bound it is here (``set_blas_threads(threads)``, issue 14 item 3, once merged)."""
         super().__init__(model_file, threads)
         self.version = np.__version__
         self._label = str(model_file.path)
+        self._fuse = fuse
         model = load_tflite_model(model_file.path)
         if not model.subgraphs:
             raise ModelError(f"{self._label}: the TFLite model has no subgraph to run")
@@ -98,7 +103,8 @@ class NumpyTFLiteBackend(Backend):
                                      f"'{graph.tensors[index].name}' a second time (a broken file)")
                 slots[index] = len(slots)
             pending.append((op, kernel, consts, op.outputs))
-        pending = self._fuse_sibling_depthwise(graph, pending)
+        if self._fuse:
+            pending = fuse_layer_norms(graph, self._fuse_sibling_depthwise(graph, pending), output_index)
         if output_index not in slots:
             raise ModelError(f"{self._label}: the output '{graph.tensors[output_index].name}' does not depend on the "
                              "input")
@@ -119,6 +125,7 @@ class NumpyTFLiteBackend(Backend):
             for position, (op, kernel, consts, outputs) in enumerate(pending)
         ]
         self._num_slots = len(slots)
+        self._calls = [_compile(step) for step in self._steps]
 
     @staticmethod
     def _fuse_sibling_depthwise(graph: Subgraph, pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]],
@@ -175,26 +182,58 @@ class NumpyTFLiteBackend(Backend):
         self.check_input(tensor)
         values: List[Optional[np.ndarray]] = [None] * self._num_slots
         values[0] = tensor
-        step = None
+        position = 0
         try:
             with np.errstate(all="ignore"):  # inf/NaN propagate as in LiteRT, with no warning on stderr
-                for step in self._steps:
-                    result = step.kernel(*[const if slot is None else values[slot]
-                                           for slot, const in zip(step.inputs, step.consts)])
-                    if type(result) is tuple:
-                        for slot, value in zip(step.outputs, result):
-                            values[slot] = value
-                    else:
-                        values[step.outputs[0]] = result
-                    for slot in step.frees:
-                        values[slot] = None
+                for position, call in enumerate(self._calls):
+                    call(values)
         except KERNEL_ERRORS as exc:
-            raise self._failure(step.op, exc) from None  # type: ignore[union-attr]
+            raise self._failure(self._steps[position].op, exc) from None
         return np.asarray(values[self._output_slot])
 
     def close(self) -> None:
         """Drop the plan and its weights; :meth:`run` refuses afterwards."""
         self._steps = None  # type: ignore[assignment]
+        self._calls = []
+
+
+def _compile(step: Step) -> Callable[[List[Optional[np.ndarray]]], None]:
+    """``step`` as one closure over the run's value list: fetch the inputs (constants bound), call the kernel, store
+    its outputs, drop the dead values. The common argument patterns get a closure without a generic argument loop."""
+    kernel, outputs, frees = step.kernel, step.outputs, step.frees
+    pattern = tuple(slot is not None for slot in step.inputs)
+    if pattern == (True,):
+        (a,) = step.inputs
+        invoke: Callable[[List], object] = lambda v: kernel(v[a])  # noqa: E731
+    elif pattern == (True, True):
+        a, b = step.inputs
+        invoke = lambda v: kernel(v[a], v[b])  # noqa: E731
+    elif pattern == (True, False):
+        a, constant = step.inputs[0], step.consts[1]
+        invoke = lambda v: kernel(v[a], constant)  # noqa: E731
+    else:
+        sources = tuple(zip(step.inputs, step.consts))
+        invoke = lambda v: kernel(*[c if s is None else v[s] for s, c in sources])  # noqa: E731
+    if len(outputs) == 1 and not frees:
+        (out,) = outputs
+
+        def call_one(values: List[Optional[np.ndarray]]) -> None:
+            result = invoke(values)
+            values[out] = result[0] if type(result) is tuple else result  # type: ignore[index]
+
+        return call_one
+
+    def call(values: List[Optional[np.ndarray]]) -> None:
+        result = invoke(values)
+        if type(result) is tuple:
+            for slot, value in zip(outputs, result):  # type: ignore[arg-type]
+                values[slot] = value
+        else:
+            values[outputs[0]] = result  # type: ignore[assignment]
+        for slot in frees:
+            values[slot] = None
+
+    return call
 
 
 def _context(graph: Subgraph, op: Operator, consts: List[Optional[np.ndarray]]) -> OpContext:
