@@ -115,3 +115,129 @@ def layer_norm(eps: float, offset: float, gamma: np.ndarray, beta: np.ndarray) -
         return out
 
     return run
+
+
+class _Cursor:
+    """Walks ``pending`` from a position, taking steps of expected op types (None when the next one differs)."""
+
+    def __init__(self, pending: Sequence[Pending], position: int) -> None:
+        self.pending, self.position, self.taken = pending, position, []  # type: List[Pending]
+
+    def take(self, name: str) -> Optional[Pending]:
+        """The next step when it is a float ``name`` op without a fused activation, else None."""
+        if self.position >= len(self.pending):
+            return None
+        entry = self.pending[self.position]
+        if entry[0].op != name or entry[0].options.get("activation", 0) or len(entry[0].outputs) != 1:
+            return None
+        self.position += 1
+        self.taken.append(entry)
+        return entry
+
+
+def fuse_slide_attentions(graph: Subgraph, pending: List[Pending], output_index: int) -> List[Pending]:
+    """``pending`` with every lowered Slide attention replaced by one :func:`slide_attention` step.
+
+    The lowered form, for ``n`` shifted keys ``k_g`` and values ``v_g`` of a query ``q`` (NHWC maps reshaped to
+    ``(tokens, heads, head_dim)``): ``n`` times MUL(k_g, q), RESHAPE, SUM over the last axis (kept); CONCATENATION
+    of the ``n`` scores on the last axis; SOFTMAX; then per ``g``: SLICE column ``g``, RESHAPE(v_g), MUL, ADD to
+    the running sum; a final RESHAPE back to NHWC."""
+    readers = tensor_readers(pending, output_index)
+    fused: List[Pending] = []
+    position = 0
+    while position < len(pending):
+        cursor = _Cursor(pending, position)
+        step = _match_slide_attention(graph, cursor, readers)
+        if step is None:
+            fused.append(pending[position])
+            position += 1
+        else:
+            fused.append(step)
+            position = cursor.position
+    return fused
+
+
+def _match_slide_attention(graph: Subgraph, cursor: _Cursor, readers: Counter) -> Optional[Pending]:
+    keys, scores, query, head_shape = [], [], None, None
+    while True:
+        mark = (cursor.position, len(cursor.taken))
+        mul, reshape_, total = cursor.take("MUL"), cursor.take("RESHAPE"), cursor.take("SUM")
+        if mul is None or reshape_ is None or total is None:
+            cursor.position, cursor.taken[mark[1]:] = mark[0], []
+            break
+        pair = [i for i in mul[0].inputs]
+        if query is None:
+            query = pair[1]
+        if query not in pair or pair.count(query) != 1 or any(c is not None for c in mul[2]) \
+                or reshape_[0].inputs[0] != mul[0].outputs[0] or total[0].inputs[0] != reshape_[0].outputs[0]:
+            return None
+        shape = graph.tensors[reshape_[0].outputs[0]].shape
+        head_shape = head_shape or shape
+        if shape != head_shape or not total[0].options.get("keep_dims", 0) \
+                or [int(a) % len(shape) for a in np.ravel(total[2][1])] != [len(shape) - 1]:
+            return None
+        keys.append(pair[1 - pair.index(query)])
+        scores.append(total[0].outputs[0])
+    concat, softmax_ = cursor.take("CONCATENATION"), cursor.take("SOFTMAX")
+    count = len(keys)
+    if count < 2 or concat is None or softmax_ is None or list(concat[0].inputs) != scores \
+            or int(concat[0].options.get("axis", 0)) % len(head_shape) != len(head_shape) - 1 \
+            or softmax_[0].inputs[0] != concat[0].outputs[0] or float(softmax_[0].options.get("beta", 1.0)) != 1.0:
+        return None
+    probabilities = softmax_[0].outputs[0]
+    values, total_index = [], None
+    for group in range(count):
+        column, reshape_, product = cursor.take("SLICE"), cursor.take("RESHAPE"), cursor.take("MUL")
+        if column is None or reshape_ is None or product is None or column[0].inputs[0] != probabilities \
+                or not _selects_column(graph, column, group) \
+                or graph.tensors[reshape_[0].outputs[0]].shape != head_shape \
+                or sorted(product[0].inputs) != sorted((column[0].outputs[0], reshape_[0].outputs[0])):
+            return None
+        values.append(reshape_[0].inputs[0])
+        if total_index is None:
+            total_index = product[0].outputs[0]
+            continue
+        add = cursor.take("ADD")
+        if add is None or sorted(add[0].inputs) != sorted((total_index, product[0].outputs[0])):
+            return None
+        total_index = add[0].outputs[0]
+    final = cursor.take("RESHAPE")
+    if final is None or final[0].inputs[0] != total_index:
+        return None
+    result = final[0].outputs[0]
+    internal = Counter(i for op, *_ in cursor.taken for i in op.inputs)
+    if any(readers[op.outputs[0]] != internal[op.outputs[0]] for op, *_ in cursor.taken[:-1]) \
+            or any(graph.tensors[i].dtype != FLOAT for i in (query, *keys, *values)):
+        return None
+    inputs = (query, *keys, *values)
+    first = cursor.taken[0][0]
+    op = Operator(first.index, "SLIDE_ATTENTION", first.version, inputs, (result,), {})
+    kernel = slide_attention(count, tuple(head_shape), tuple(graph.tensors[result].shape))
+    return op, kernel, [None] * len(inputs), (result,)
+
+
+def _selects_column(graph: Subgraph, column: Pending, group: int) -> bool:
+    """True when the SLICE step takes exactly column ``group`` of the last axis (checked by running it on a probe)."""
+    shape = graph.tensors[column[0].inputs[0]].shape
+    probe = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    try:
+        taken = np.asarray(column[1](probe, *column[2][1:]))
+    except (ValueError, TypeError, IndexError):
+        return False
+    return taken.shape == probe[..., group:group + 1].shape and bool(np.array_equal(taken, probe[..., group:group + 1]))
+
+
+def slide_attention(count: int, head_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> Kernel:
+    """The fused Slide attention over ``count`` shifted keys and values: scores ``<k_g, q>`` per head, softmax over
+    ``g``, weighted sum of ``v_g``; inputs ``(q, k_0..k_{count-1}, v_0..v_{count-1})``."""
+
+    def run(query: np.ndarray, *maps: np.ndarray) -> np.ndarray:
+        keys = np.stack([k.reshape(head_shape) for k in maps[:count]], axis=-2)  # (..., heads, count, dim)
+        scores = np.sum(keys * query.reshape(head_shape)[..., None, :], axis=-1)  # (..., heads, count)
+        scores -= scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        values = np.stack([v.reshape(head_shape) for v in maps[count:]], axis=-2)
+        return np.matmul(weights[..., None, :], values).reshape(out_shape)
+
+    return run

@@ -278,8 +278,9 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
 
 def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
     """One kernel for float DEPTHWISE_CONV_2D ops that read the same input with the same options and filter size (the
-    Slide attention's shift convolutions come in nines): their filters interleaved as one depthwise convolution with
-    depth multiplier ``len(ctxs)``, each op's output a slice of it. None when the ops do not qualify."""
+    Slide attention's shift convolutions come in nines): their filters and biases interleaved as one depthwise
+    convolution with depth multiplier ``len(ctxs)``, each op's output a strided view of it. None when the ops do not
+    qualify."""
     first = ctxs[0]
     filters = [c.consts[1] if len(c.consts) > 1 else None for c in ctxs]
     if len(ctxs) < 2 or first.dtype(0) != FLOAT or any(
@@ -293,17 +294,14 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
     taps = np.ascontiguousarray(np.stack([w[0] for w in filters], axis=-1).reshape(kh, kw, channels * count),
                                 dtype=np.float32)  # channel c of op g at c * count + g
     biases = [_float_bias(c, 2, channels) for c in ctxs]
+    bias = None if all(b is None for b in biases) else np.stack(
+        [np.zeros(channels, np.float32) if b is None else b for b in biases], axis=-1).reshape(-1)
     activation = int(first.option("activation", 0))
     win = _window(first, kh, kw)
 
     def run(x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
-        out = _depthwise(x, taps, win, count, np.float32)
-        parts = []
-        for group, bias in enumerate(biases):
-            part = out[..., group::count]
-            parts.append(apply_float_activation(part + bias if bias is not None else np.ascontiguousarray(part),
-                                                activation))
-        return tuple(parts)
+        out = _depthwise(x, taps, win, count, np.float32, bias, activation)
+        return tuple(out[..., group::count] for group in range(count))  # strided views, no copies
 
     return run
 
@@ -312,20 +310,25 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
 DEPTHWISE_BLOCK = 1 << 15
 #: up to this many products (output elements x taps), one einsum over strided windows is faster than per-tap passes
 DEPTHWISE_EINSUM = 1 << 17
+#: ... and at any size with at least this many channels, or a stride (measured on EfficientNet-Lite0's maps: per-tap
+#: passes win only on wide stride-1 maps with few channels)
+DEPTHWISE_EINSUM_CHANNELS = 64
 
 
 def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type,
                bias: Optional[np.ndarray] = None, activation: int = 0) -> np.ndarray:
-    """Per-channel convolution, then ``bias`` and the fused float ``activation``. Small maps: one einsum over
-    strided windows. Larger ones: for each block of output rows, the first tap's product initializes it, every
-    other tap's product is added, then bias and activation are applied while the block is still in cache."""
+    """Per-channel convolution, then ``bias`` and the fused float ``activation``. Small maps, strided or with many
+    channels: one einsum over strided windows. Otherwise: for each block of output rows, the first tap's product
+    initializes it, every other tap's product is added, then bias and activation are applied while the block is
+    still in cache."""
     g = win.geometry(x.shape[1], x.shape[2])
     xp = _pad(x, g, 0)
     if multiplier > 1:
         xp = np.repeat(xp, multiplier, axis=3)
     n, channels = x.shape[0], taps.shape[-1]
     shape = check_elements((n, g.out_h, g.out_w, channels), "the output")
-    if n * g.out_h * g.out_w * channels * win.kh * win.kw <= DEPTHWISE_EINSUM:  # a small map: one call
+    if n * g.out_h * g.out_w * channels * win.kh * win.kw <= DEPTHWISE_EINSUM or channels >= DEPTHWISE_EINSUM_CHANNELS \
+            or win.sh > 1 or win.sw > 1:  # one call
         s = xp.strides
         windows = np.lib.stride_tricks.as_strided(
             xp, (n, g.out_h, g.out_w, win.kh, win.kw, channels),

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ModelError
 from . import _tflite_ops_elementwise, _tflite_ops_linear, _tflite_ops_shape  # noqa: F401 - register the kernels
-from ._tflite_fusion import fuse_layer_norms
+from ._tflite_fusion import fuse_layer_norms, fuse_slide_attentions
 from ._tflite_kernel_base import OPS, Kernel, OpContext, OpError
 from ._tflite_ops_linear import sibling_depthwise
 from ._tflite_quant import QuantError
@@ -105,6 +105,7 @@ class NumpyTFLiteBackend(Backend):
             pending.append((op, kernel, consts, op.outputs))
         if self._fuse:
             pending = fuse_layer_norms(graph, self._fuse_sibling_depthwise(graph, pending), output_index)
+            pending = fuse_slide_attentions(graph, pending, output_index)
         if output_index not in slots:
             raise ModelError(f"{self._label}: the output '{graph.tensors[output_index].name}' does not depend on the "
                              "input")
