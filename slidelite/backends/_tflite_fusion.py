@@ -20,13 +20,15 @@ from ._tflite_reader import Operator, Subgraph
 #: one planned step before slots are assigned: operator, kernel, per-input constants, output tensor indices
 Pending = Tuple[Operator, Kernel, List[Optional[np.ndarray]], Tuple[int, ...]]
 
-#: the op sequence of a lowered LayerNorm, and for each op which earlier chain values (or "x", or "C" for a
+#: the op sequence of a lowered LayerNorm (the last two, gamma and beta, may be folded into the next op), and for each op which earlier chain values (or "x", or "C" for a
 #: constant) its inputs are: values are numbered by the op that writes them
 LAYER_NORM = (
     ("MEAN", ("x", "C")), ("RESHAPE", (0, "C")), ("SQUARED_DIFFERENCE", ("x", 1)), ("MEAN", (2, "C")),
     ("ADD", (3, "C")), ("RSQRT", (4,)), ("MUL", (5, 0)), ("SUB", ("C", 6)), ("RESHAPE", (5, "C")),
     ("MUL", ("x", 8)), ("RESHAPE", (7, "C")), ("ADD", (9, 10)), ("MUL", (11, "C")), ("ADD", (12, "C")),
 )
+#: the ops of a LayerNorm without its affine tail
+LAYER_NORM_CORE = 12
 
 
 def tensor_readers(pending: Iterable[Pending], output_index: int) -> Counter:
@@ -42,19 +44,20 @@ def fuse_layer_norms(graph: Subgraph, pending: List[Pending], output_index: int)
     fused: List[Pending] = []
     position = 0
     while position < len(pending):
-        chain = pending[position:position + len(LAYER_NORM)]
-        step = _match_layer_norm(graph, chain, readers)
-        if step is None:
+        for length in (len(LAYER_NORM), LAYER_NORM_CORE):  # with the affine tail, else without it
+            step = _match_layer_norm(graph, pending[position:position + length], readers, length)
+            if step is not None:
+                fused.append(step)
+                position += length
+                break
+        else:
             fused.append(pending[position])
             position += 1
-        else:
-            fused.append(step)
-            position += len(LAYER_NORM)
     return fused
 
 
-def _match_layer_norm(graph: Subgraph, chain: Sequence[Pending], readers: Counter) -> Optional[Pending]:
-    if len(chain) != len(LAYER_NORM) or any(op.op != name for (op, *_), (name, _) in zip(chain, LAYER_NORM)):
+def _match_layer_norm(graph: Subgraph, chain: Sequence[Pending], readers: Counter, length: int) -> Optional[Pending]:
+    if len(chain) != length or any(op.op != name for (op, *_), (name, _) in zip(chain, LAYER_NORM)):
         return None
     x = chain[0][0].inputs[0]
     x_shape = graph.tensors[x].shape
@@ -76,9 +79,9 @@ def _match_layer_norm(graph: Subgraph, chain: Sequence[Pending], readers: Counte
         if not _last_axis_only(graph, x, axes):
             return None
     scalars = [consts[4][1], consts[7][0]]
-    gamma, beta = consts[12][1], consts[13][1]
-    if any(np.asarray(c).size != 1 for c in scalars) or any(
-            np.asarray(v).dtype != FLOAT or np.asarray(v).shape not in ((), (x_shape[-1],)) for v in (gamma, beta)):
+    gamma, beta = (consts[12][1], consts[13][1]) if length == len(LAYER_NORM) else (None, None)
+    if any(np.asarray(c).size != 1 for c in scalars) or any(v is not None and (
+            v.dtype != FLOAT or v.shape not in ((), (x_shape[-1],))) for v in (gamma, beta)):
         return None
     kernel = layer_norm(float(np.ravel(scalars[0])[0]), float(np.ravel(scalars[1])[0]), gamma, beta)
     first = chain[0][0]
@@ -96,10 +99,10 @@ def _last_axis_only(graph: Subgraph, x: int, axes: np.ndarray) -> bool:
     return rank - 1 in reduced and all(tensor.shape[a] == 1 and signature[a] == 1 for a in reduced - {rank - 1})
 
 
-def layer_norm(eps: float, offset: float, gamma: np.ndarray, beta: np.ndarray) -> Kernel:
-    """The fused LayerNorm chain over the last axis: ``(x * r + (offset - r * m)) * gamma + beta``."""
+def layer_norm(eps: float, offset: float, gamma: Optional[np.ndarray], beta: Optional[np.ndarray]) -> Kernel:
+    """The fused LayerNorm chain over the last axis: ``(x * r + (offset - r * m)) * gamma + beta`` (without the
+    affine tail when ``gamma`` and ``beta`` are None: a converter folded them into the next op)."""
     eps32, offset32 = np.float32(eps), np.float32(offset)
-    gamma32, beta32 = np.asarray(gamma, np.float32), np.asarray(beta, np.float32)
 
     def run(x: np.ndarray) -> np.ndarray:
         mean = np.mean(x, axis=-1, keepdims=True, dtype=np.float32)
@@ -110,8 +113,9 @@ def layer_norm(eps: float, offset: float, gamma: np.ndarray, beta: np.ndarray) -
         rsqrt = np.float32(1) / np.sqrt(variance)
         out = x * rsqrt
         out += offset32 - rsqrt * mean
-        out *= gamma32
-        out += beta32
+        if gamma is not None:
+            out *= gamma
+            out += beta
         return out
 
     return run

@@ -14,7 +14,7 @@ input (``thread_safe``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 INSTALL_HINT = 'install LiteRT: pip install "slidelite[litert]"'
 #: what a kernel may raise on bad data (reported as one line naming the operator)
+#: the load-time op-chain fusions, all on by default: sibling depthwise convolutions on one input, lowered LayerNorm
+#: chains, lowered Slide attention blocks (see :mod:`._tflite_fusion`)
+FUSIONS = ("sibling_depthwise", "layer_norm", "slide_attention")
 KERNEL_ERRORS = (OpError, QuantError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
 
@@ -52,14 +55,17 @@ class NumpyTFLiteBackend(Backend):
     name = "numpy"
     thread_safe = True
 
-    def __init__(self, model_file: "ModelFile", threads: int, fuse: bool = True) -> None:
-        """Load and plan ``model_file``; ``fuse=False`` keeps every operator a step of its own (the fusion tests
-        compare both plans). No kernel uses a thread pool of its own; numpy's BLAS is the only threaded part,
+    def __init__(self, model_file: "ModelFile", threads: int, fuse: Collection[str] = FUSIONS) -> None:
+        """Load and plan ``model_file`` with the op-chain fusions named in ``fuse`` (:data:`FUSIONS`; the tests
+        compare each against the plan without it, where every operator is a step of its own). No kernel uses a thread pool of its own; numpy's BLAS is the only threaded part,
         and the one place to bound it is here (``set_blas_threads(threads)``, issue 14 item 3, once merged)."""
         super().__init__(model_file, threads)
         self.version = np.__version__
         self._label = str(model_file.path)
-        self._fuse = fuse
+        unknown = set(fuse) - set(FUSIONS)
+        if unknown:
+            raise ValueError(f"unknown fusions {sorted(unknown)}; known: {', '.join(FUSIONS)}")
+        self._fuse = frozenset(fuse)
         model = load_tflite_model(model_file.path)
         if not model.subgraphs:
             raise ModelError(f"{self._label}: the TFLite model has no subgraph to run")
@@ -103,8 +109,11 @@ class NumpyTFLiteBackend(Backend):
                                      f"'{graph.tensors[index].name}' a second time (a broken file)")
                 slots[index] = len(slots)
             pending.append((op, kernel, consts, op.outputs))
-        if self._fuse:
-            pending = fuse_layer_norms(graph, self._fuse_sibling_depthwise(graph, pending), output_index)
+        if "sibling_depthwise" in self._fuse:
+            pending = self._fuse_sibling_depthwise(graph, pending)
+        if "layer_norm" in self._fuse:
+            pending = fuse_layer_norms(graph, pending, output_index)
+        if "slide_attention" in self._fuse:
             pending = fuse_slide_attentions(graph, pending, output_index)
         if output_index not in slots:
             raise ModelError(f"{self._label}: the output '{graph.tensors[output_index].name}' does not depend on the "
