@@ -430,9 +430,13 @@ def _hybrid_product(ctx: OpContext, cout: int, k: int) -> Callable[[np.ndarray, 
         zero = np.where((np.float32(-128) + low_scaled) + (np.float32(127) + high_scaled) > 0,
                         np.float32(-128) - low_scaled, np.float32(127) - high_scaled)
         zero = np.rint(np.clip(zero, -128, 127))
-        q = np.clip(np.rint(rows * inv), -128 - zero, 127 - zero)  # q - zero_point, as the integer product uses
-        acc = (q.astype(matrix.dtype) @ matrix).astype(np.float32)
-        return (acc * (np.float32(1) / inv)) * weight_scale
+        q = rows * inv
+        np.rint(q, out=q)
+        np.clip(q, -128 - zero, 127 - zero, out=q)  # q - zero_point, as the integer product uses
+        acc = (q.astype(matrix.dtype, copy=False) @ matrix).astype(np.float32, copy=False)
+        acc *= np.float32(1) / inv
+        acc *= weight_scale
+        return acc
 
     return product
 
