@@ -9,8 +9,10 @@ Loading plans the graph once: operators run in file order (TFLite's execution or
 only tensors already written; operators whose inputs are all constant (DEQUANTIZE of int8/float16 weights,
 shape arithmetic) are evaluated at load, so the kernels that consume them see constants and prepare them
 (weights laid out for BLAS, fixed-point multipliers); the last reader of every intermediate tensor is
-recorded so :meth:`NumpyTFLiteBackend.run` drops it as soon as it is dead. ``run`` is a pure function of its
-input (``thread_safe``).
+recorded so :meth:`NumpyTFLiteBackend.run` drops it as soon as it is dead. Op chains are then fused
+(:data:`FUSIONS`: sibling depthwise convolutions here, lowered LayerNorm and Slide attention in
+:mod:`._tflite_fusion`) and every step is compiled to one closure over the run's value list, so ``run`` is a
+flat loop of calls. ``run`` is a pure function of its input (``thread_safe``).
 """
 from __future__ import annotations
 
