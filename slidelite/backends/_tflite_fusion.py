@@ -105,10 +105,13 @@ def layer_norm(eps: float, offset: float, gamma: Optional[np.ndarray], beta: Opt
     eps32, offset32 = np.float32(eps), np.float32(offset)
 
     def run(x: np.ndarray) -> np.ndarray:
-        mean = np.mean(x, axis=-1, keepdims=True, dtype=np.float32)
+        count = np.float32(x.shape[-1])  # np.mean is this sum and division, behind a slower Python wrapper
+        mean = np.add.reduce(x, axis=-1, dtype=np.float32, keepdims=True)
+        mean /= count
         centered = x - mean
         np.square(centered, out=centered)
-        variance = np.mean(centered, axis=-1, keepdims=True, dtype=np.float32)
+        variance = np.add.reduce(centered, axis=-1, dtype=np.float32, keepdims=True)
+        variance /= count
         variance += eps32
         rsqrt = np.float32(1) / np.sqrt(variance)
         out = x * rsqrt
@@ -237,7 +240,7 @@ def slide_attention(count: int, head_shape: Tuple[int, ...], out_shape: Tuple[in
 
     def run(query: np.ndarray, *maps: np.ndarray) -> np.ndarray:
         keys = np.stack([k.reshape(head_shape) for k in maps[:count]], axis=-2)  # (..., heads, count, dim)
-        scores = np.sum(keys * query.reshape(head_shape)[..., None, :], axis=-1)  # (..., heads, count)
+        scores = np.matmul(keys, query.reshape(head_shape)[..., None])[..., 0]  # (..., heads, count)
         scores -= scores.max(axis=-1, keepdims=True)
         weights = np.exp(scores)
         weights /= weights.sum(axis=-1, keepdims=True)

@@ -421,8 +421,8 @@ def _hybrid_product(ctx: OpContext, cout: int, k: int) -> Callable[[np.ndarray, 
     weight_scale = scale.astype(np.float32)
 
     def product(rows: np.ndarray, _w: object) -> np.ndarray:
-        low = np.minimum(rows.min(axis=1, keepdims=True), np.float32(0))
-        high = np.maximum(rows.max(axis=1, keepdims=True), np.float32(0))
+        low, high = _row_extremes(rows)
+        low, high = np.minimum(low, np.float32(0)), np.maximum(high, np.float32(0))
         span = high - low
         inv = np.where(span == 0, np.float32(1), np.float32(255) / np.where(span == 0, np.float32(1), span))
         inv = inv.astype(np.float32)
@@ -439,6 +439,18 @@ def _hybrid_product(ctx: OpContext, cout: int, k: int) -> Callable[[np.ndarray, 
         return acc
 
     return product
+
+
+#: rows up to this long get their min and max from a transposed copy (numpy reduces short contiguous rows slowly)
+SHORT_ROWS = 64
+
+
+def _row_extremes(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's minimum and maximum as ``(rows, 1)`` columns."""
+    if rows.shape[1] > SHORT_ROWS:
+        return rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
+    columns = np.ascontiguousarray(rows.T)
+    return columns.min(axis=0)[:, None], columns.max(axis=0)[:, None]
 
 
 @register("BATCH_MATMUL")
