@@ -33,10 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model_file import ModelFile
 
 INSTALL_HINT = 'install LiteRT: pip install "slidelite[litert]"'
-#: what a kernel may raise on bad data (reported as one line naming the operator)
 #: the load-time op-chain fusions, all on by default: sibling depthwise convolutions on one input, lowered LayerNorm
 #: chains, lowered Slide attention blocks (see :mod:`._tflite_fusion`)
 FUSIONS = ("sibling_depthwise", "layer_norm", "slide_attention")
+#: what a kernel may raise on bad data (reported as one line naming the operator)
 KERNEL_ERRORS = (OpError, QuantError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
 
@@ -59,9 +59,10 @@ class NumpyTFLiteBackend(Backend):
 
     def __init__(self, model_file: "ModelFile", threads: int, fuse: Collection[str] = FUSIONS) -> None:
         """Load and plan ``model_file`` with the op-chain fusions named in ``fuse`` (:data:`FUSIONS`; the tests
-        compare each against the plan without it, where every operator is a step of its own). No kernel uses a thread pool of its own; numpy's BLAS is the only threaded part,
-        and the one place to bound it is here (``set_blas_threads(threads)``, issue 14 item 3, once merged)."""
+        compare each against the plan without it, where every operator is a step of its own)."""
         super().__init__(model_file, threads)
+        # No kernel has a thread pool of its own: numpy's BLAS is the only threaded part, and this is the one place
+        # to bound it, set_blas_threads(threads) from backends/_blas_threads.py (issue 14 item 3, not merged yet).
         self.version = np.__version__
         self._label = str(model_file.path)
         unknown = set(fuse) - set(FUSIONS)
