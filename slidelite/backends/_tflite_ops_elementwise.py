@@ -27,7 +27,11 @@ _SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 def _gelu(x: np.ndarray, approximate: bool) -> np.ndarray:
     if approximate:
         return np.float32(0.5) * x * (np.float32(1) + np.tanh(_SQRT_2_OVER_PI * (x + np.float32(0.044715) * x ** 3)))
-    return np.float32(0.5) * x * (np.float32(1) + erf(x * np.float32(0.7071067811865476)))
+    out = erf(x * np.float32(0.7071067811865476))  # a new buffer: the rest runs in place on it
+    out += np.float32(1)
+    out *= x
+    out *= np.float32(0.5)  # exact, so the same value as (0.5 * x) * (1 + erf)
+    return out
 
 
 #: unary ops: float function of a float32 array

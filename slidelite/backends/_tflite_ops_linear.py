@@ -271,18 +271,16 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
     activation = int(ctx.option("activation", 0))
 
     def run(x: np.ndarray, *_: object) -> np.ndarray:
-        out = _depthwise(x, taps_f, win, multiplier, np.float32)
-        if bias_f is not None:
-            out += bias_f
-        return apply_float_activation(out, activation)
+        return _depthwise(x, taps_f, win, multiplier, np.float32, bias_f, activation)
 
     return run
 
 
 def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
     """One kernel for float DEPTHWISE_CONV_2D ops that read the same input with the same options and filter size (the
-    Slide attention's shift convolutions come in nines): their filters interleaved as one depthwise convolution with
-    depth multiplier ``len(ctxs)``, each op's output a slice of it. None when the ops do not qualify."""
+    Slide attention's shift convolutions come in nines): their filters and biases interleaved as one depthwise
+    convolution with depth multiplier ``len(ctxs)``, each op's output a strided view of it. None when the ops do not
+    qualify."""
     first = ctxs[0]
     filters = [c.consts[1] if len(c.consts) > 1 else None for c in ctxs]
     if len(ctxs) < 2 or first.dtype(0) != FLOAT or any(
@@ -296,17 +294,14 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
     taps = np.ascontiguousarray(np.stack([w[0] for w in filters], axis=-1).reshape(kh, kw, channels * count),
                                 dtype=np.float32)  # channel c of op g at c * count + g
     biases = [_float_bias(c, 2, channels) for c in ctxs]
+    bias = None if all(b is None for b in biases) else np.stack(
+        [np.zeros(channels, np.float32) if b is None else b for b in biases], axis=-1).reshape(-1)
     activation = int(first.option("activation", 0))
     win = _window(first, kh, kw)
 
     def run(x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
-        out = _depthwise(x, taps, win, count, np.float32)
-        parts = []
-        for group, bias in enumerate(biases):
-            part = out[..., group::count]
-            parts.append(apply_float_activation(part + bias if bias is not None else np.ascontiguousarray(part),
-                                                activation))
-        return tuple(parts)
+        out = _depthwise(x, taps, win, count, np.float32, bias, activation)
+        return tuple(out[..., group::count] for group in range(count))  # strided views, no copies
 
     return run
 
@@ -315,24 +310,30 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
 DEPTHWISE_BLOCK = 1 << 15
 #: up to this many products (output elements x taps), one einsum over strided windows is faster than per-tap passes
 DEPTHWISE_EINSUM = 1 << 17
+#: ... and at any size with at least this many channels, or a stride (measured on EfficientNet-Lite0's maps: per-tap
+#: passes win only on wide stride-1 maps with few channels)
+DEPTHWISE_EINSUM_CHANNELS = 64
 
 
-def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type) -> np.ndarray:
-    """Per-channel convolution. Small maps: one einsum over strided windows. Larger ones: for each block of output
-    rows, the first tap's product initializes it and every other tap's product is added (two passes over a
-    cache-sized block per tap)."""
+def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type,
+               bias: Optional[np.ndarray] = None, activation: int = 0) -> np.ndarray:
+    """Per-channel convolution, then ``bias`` and the fused float ``activation``. Small maps, strided or with many
+    channels: one einsum over strided windows. Otherwise: for each block of output rows, the first tap's product
+    initializes it, every other tap's product is added, then bias and activation are applied while the block is
+    still in cache."""
     g = win.geometry(x.shape[1], x.shape[2])
     xp = _pad(x, g, 0)
     if multiplier > 1:
         xp = np.repeat(xp, multiplier, axis=3)
     n, channels = x.shape[0], taps.shape[-1]
     shape = check_elements((n, g.out_h, g.out_w, channels), "the output")
-    if n * g.out_h * g.out_w * channels * win.kh * win.kw <= DEPTHWISE_EINSUM:  # a small map: one call
+    if n * g.out_h * g.out_w * channels * win.kh * win.kw <= DEPTHWISE_EINSUM or channels >= DEPTHWISE_EINSUM_CHANNELS \
+            or win.sh > 1 or win.sw > 1:  # one call
         s = xp.strides
         windows = np.lib.stride_tricks.as_strided(
             xp, (n, g.out_h, g.out_w, win.kh, win.kw, channels),
             (s[0], s[1] * win.sh, s[2] * win.sw, s[1] * win.dh, s[2] * win.dw, s[3]), writeable=False)
-        return np.einsum("nhwijc,ijc->nhwc", windows, taps, dtype=dtype)
+        return _bias_activation(np.einsum("nhwijc,ijc->nhwc", windows, taps, dtype=dtype), bias, activation)
     out = np.empty(shape, dtype)
     rows = max(1, DEPTHWISE_BLOCK // max(1, n * g.out_w * channels))
     scratch = np.empty((n, min(rows, g.out_h), g.out_w, channels), dtype)
@@ -350,7 +351,15 @@ def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dt
                 else:
                     np.multiply(view, taps[i, j], out=tmp)
                     block += tmp
+        _bias_activation(block, bias, activation)
     return out
+
+
+def _bias_activation(out: np.ndarray, bias: Optional[np.ndarray], activation: int) -> np.ndarray:
+    """``out += bias`` and the fused float activation, in place (no-ops for None and ACT_NONE)."""
+    if bias is not None:
+        out += bias
+    return apply_float_activation(out, activation)
 
 
 @register("FULLY_CONNECTED")
@@ -412,8 +421,8 @@ def _hybrid_product(ctx: OpContext, cout: int, k: int) -> Callable[[np.ndarray, 
     weight_scale = scale.astype(np.float32)
 
     def product(rows: np.ndarray, _w: object) -> np.ndarray:
-        low = np.minimum(rows.min(axis=1, keepdims=True), np.float32(0))
-        high = np.maximum(rows.max(axis=1, keepdims=True), np.float32(0))
+        low, high = _row_extremes(rows)
+        low, high = np.minimum(low, np.float32(0)), np.maximum(high, np.float32(0))
         span = high - low
         inv = np.where(span == 0, np.float32(1), np.float32(255) / np.where(span == 0, np.float32(1), span))
         inv = inv.astype(np.float32)
@@ -421,11 +430,27 @@ def _hybrid_product(ctx: OpContext, cout: int, k: int) -> Callable[[np.ndarray, 
         zero = np.where((np.float32(-128) + low_scaled) + (np.float32(127) + high_scaled) > 0,
                         np.float32(-128) - low_scaled, np.float32(127) - high_scaled)
         zero = np.rint(np.clip(zero, -128, 127))
-        q = np.clip(np.rint(rows * inv), -128 - zero, 127 - zero)  # q - zero_point, as the integer product uses
-        acc = (q.astype(matrix.dtype) @ matrix).astype(np.float32)
-        return (acc * (np.float32(1) / inv)) * weight_scale
+        q = rows * inv
+        np.rint(q, out=q)
+        np.clip(q, -128 - zero, 127 - zero, out=q)  # q - zero_point, as the integer product uses
+        acc = (q.astype(matrix.dtype, copy=False) @ matrix).astype(np.float32, copy=False)
+        acc *= np.float32(1) / inv
+        acc *= weight_scale
+        return acc
 
     return product
+
+
+#: rows up to this long get their min and max from a transposed copy (numpy reduces short contiguous rows slowly)
+SHORT_ROWS = 64
+
+
+def _row_extremes(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's minimum and maximum as ``(rows, 1)`` columns."""
+    if rows.shape[1] > SHORT_ROWS:
+        return rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
+    columns = np.ascontiguousarray(rows.T)
+    return columns.min(axis=0)[:, None], columns.max(axis=0)[:, None]
 
 
 @register("BATCH_MATMUL")

@@ -9,17 +9,20 @@ Loading plans the graph once: operators run in file order (TFLite's execution or
 only tensors already written; operators whose inputs are all constant (DEQUANTIZE of int8/float16 weights,
 shape arithmetic) are evaluated at load, so the kernels that consume them see constants and prepare them
 (weights laid out for BLAS, fixed-point multipliers); the last reader of every intermediate tensor is
-recorded so :meth:`NumpyTFLiteBackend.run` drops it as soon as it is dead. ``run`` is a pure function of its
-input (``thread_safe``).
+recorded so :meth:`NumpyTFLiteBackend.run` drops it as soon as it is dead. Op chains are then fused
+(:data:`FUSIONS`: sibling depthwise convolutions here, lowered LayerNorm and Slide attention in
+:mod:`._tflite_fusion`) and every step is compiled to one closure over the run's value list, so ``run`` is a
+flat loop of calls. ``run`` is a pure function of its input (``thread_safe``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ModelError
 from . import _tflite_ops_elementwise, _tflite_ops_linear, _tflite_ops_shape  # noqa: F401 - register the kernels
+from ._tflite_fusion import fuse_layer_norms, fuse_slide_attentions
 from ._tflite_kernel_base import OPS, Kernel, OpContext, OpError
 from ._tflite_ops_linear import sibling_depthwise
 from ._tflite_quant import QuantError
@@ -30,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model_file import ModelFile
 
 INSTALL_HINT = 'install LiteRT: pip install "slidelite[litert]"'
+#: the load-time op-chain fusions, all on by default: sibling depthwise convolutions on one input, lowered LayerNorm
+#: chains, lowered Slide attention blocks (see :mod:`._tflite_fusion`)
+FUSIONS = ("sibling_depthwise", "layer_norm", "slide_attention")
 #: what a kernel may raise on bad data (reported as one line naming the operator)
 KERNEL_ERRORS = (OpError, QuantError, ValueError, TypeError, IndexError, OverflowError, MemoryError)
 
@@ -51,10 +57,18 @@ class NumpyTFLiteBackend(Backend):
     name = "numpy"
     thread_safe = True
 
-    def __init__(self, model_file: "ModelFile", threads: int) -> None:
+    def __init__(self, model_file: "ModelFile", threads: int, fuse: Collection[str] = FUSIONS) -> None:
+        """Load and plan ``model_file`` with the op-chain fusions named in ``fuse`` (:data:`FUSIONS`; the tests
+        compare each against the plan without it, where every operator is a step of its own)."""
         super().__init__(model_file, threads)
+        # No kernel has a thread pool of its own: numpy's BLAS is the only threaded part, and this is the one place
+        # to bound it, set_blas_threads(threads) from backends/_blas_threads.py (issue 14 item 3, not merged yet).
         self.version = np.__version__
         self._label = str(model_file.path)
+        unknown = set(fuse) - set(FUSIONS)
+        if unknown:
+            raise ValueError(f"unknown fusions {sorted(unknown)}; known: {', '.join(FUSIONS)}")
+        self._fuse = frozenset(fuse)
         model = load_tflite_model(model_file.path)
         if not model.subgraphs:
             raise ModelError(f"{self._label}: the TFLite model has no subgraph to run")
@@ -98,7 +112,12 @@ class NumpyTFLiteBackend(Backend):
                                      f"'{graph.tensors[index].name}' a second time (a broken file)")
                 slots[index] = len(slots)
             pending.append((op, kernel, consts, op.outputs))
-        pending = self._fuse_sibling_depthwise(graph, pending)
+        if "sibling_depthwise" in self._fuse:
+            pending = self._fuse_sibling_depthwise(graph, pending)
+        if "layer_norm" in self._fuse:
+            pending = fuse_layer_norms(graph, pending, output_index)
+        if "slide_attention" in self._fuse:
+            pending = fuse_slide_attentions(graph, pending, output_index)
         if output_index not in slots:
             raise ModelError(f"{self._label}: the output '{graph.tensors[output_index].name}' does not depend on the "
                              "input")
@@ -119,6 +138,7 @@ class NumpyTFLiteBackend(Backend):
             for position, (op, kernel, consts, outputs) in enumerate(pending)
         ]
         self._num_slots = len(slots)
+        self._calls = [_compile(step) for step in self._steps]
 
     @staticmethod
     def _fuse_sibling_depthwise(graph: Subgraph, pending: List[Tuple[Operator, Kernel, List[Optional[np.ndarray]],
@@ -175,26 +195,58 @@ class NumpyTFLiteBackend(Backend):
         self.check_input(tensor)
         values: List[Optional[np.ndarray]] = [None] * self._num_slots
         values[0] = tensor
-        step = None
+        position = 0
         try:
             with np.errstate(all="ignore"):  # inf/NaN propagate as in LiteRT, with no warning on stderr
-                for step in self._steps:
-                    result = step.kernel(*[const if slot is None else values[slot]
-                                           for slot, const in zip(step.inputs, step.consts)])
-                    if type(result) is tuple:
-                        for slot, value in zip(step.outputs, result):
-                            values[slot] = value
-                    else:
-                        values[step.outputs[0]] = result
-                    for slot in step.frees:
-                        values[slot] = None
+                for position, call in enumerate(self._calls):
+                    call(values)
         except KERNEL_ERRORS as exc:
-            raise self._failure(step.op, exc) from None  # type: ignore[union-attr]
+            raise self._failure(self._steps[position].op, exc) from None
         return np.asarray(values[self._output_slot])
 
     def close(self) -> None:
         """Drop the plan and its weights; :meth:`run` refuses afterwards."""
         self._steps = None  # type: ignore[assignment]
+        self._calls = []
+
+
+def _compile(step: Step) -> Callable[[List[Optional[np.ndarray]]], None]:
+    """``step`` as one closure over the run's value list: fetch the inputs (constants bound), call the kernel, store
+    its outputs, drop the dead values. The common argument patterns get a closure without a generic argument loop."""
+    kernel, outputs, frees = step.kernel, step.outputs, step.frees
+    pattern = tuple(slot is not None for slot in step.inputs)
+    if pattern == (True,):
+        (a,) = step.inputs
+        invoke: Callable[[List], object] = lambda v: kernel(v[a])  # noqa: E731
+    elif pattern == (True, True):
+        a, b = step.inputs
+        invoke = lambda v: kernel(v[a], v[b])  # noqa: E731
+    elif pattern == (True, False):
+        a, constant = step.inputs[0], step.consts[1]
+        invoke = lambda v: kernel(v[a], constant)  # noqa: E731
+    else:
+        sources = tuple(zip(step.inputs, step.consts))
+        invoke = lambda v: kernel(*[c if s is None else v[s] for s, c in sources])  # noqa: E731
+    if len(outputs) == 1 and not frees:
+        (out,) = outputs
+
+        def call_one(values: List[Optional[np.ndarray]]) -> None:
+            result = invoke(values)
+            values[out] = result[0] if type(result) is tuple else result  # type: ignore[index]
+
+        return call_one
+
+    def call(values: List[Optional[np.ndarray]]) -> None:
+        result = invoke(values)
+        if type(result) is tuple:
+            for slot, value in zip(outputs, result):  # type: ignore[arg-type]
+                values[slot] = value
+        else:
+            values[outputs[0]] = result  # type: ignore[assignment]
+        for slot in frees:
+            values[slot] = None
+
+    return call
 
 
 def _context(graph: Subgraph, op: Operator, consts: List[Optional[np.ndarray]]) -> OpContext:
