@@ -2,7 +2,7 @@
 
 Each fusion (sibling depthwise convolutions, lowered LayerNorm, lowered Slide attention) is switched on alone
 and compared with the plan without any fusion on the shipped Slide-Swin files and real photos: the fused plan
-has fewer steps, contains the fused kernel, and its scores equal the unfused ones within 1e-6 (float file;
+has fewer steps, contains the fused kernel, and its scores equal the unfused ones within 1e-6 absolute + 1e-6 relative (a few float32 ulps; float file;
 the dynamic-int8 file quantizes activations per row, so a last-bit difference may move one quantization step:
 same top-1 and within that file's documented LiteRT tolerance there). No TFLite engine runs. A written LayerNorm
 chain is fused and computes LayerNorm; the same chain with an intermediate read by one more op is left unfused.
@@ -51,7 +51,7 @@ def test_each_fusion_keeps_the_scores_of_the_unfused_plan(file: str, fusion: str
     for name, tensor in photos(path).items():
         want, got = plain.run(tensor), fused.run(tensor)
         assert got.argmax() == want.argmax(), name
-        np.testing.assert_allclose(got, want, rtol=0, atol=HYBRID_ATOL if hybrid else 1e-6, err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=0 if hybrid else 1e-6, atol=HYBRID_ATOL if hybrid else 1e-6, err_msg=name)
 
 
 def test_all_fusions_together_keep_the_scores_and_cut_the_steps() -> None:
@@ -60,7 +60,7 @@ def test_all_fusions_together_keep_the_scores_and_cut_the_steps() -> None:
     fused = NumpyTFLiteBackend(open_model_file(path), 1)
     assert len(fused._steps) * 3 < len(plain._steps)
     for name, tensor in photos(path).items():
-        np.testing.assert_allclose(fused.run(tensor), plain.run(tensor), rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(fused.run(tensor), plain.run(tensor), rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_an_unknown_fusion_name_is_refused() -> None:

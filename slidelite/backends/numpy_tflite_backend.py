@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Dict, List, NamedTuple, 
 
 import numpy as np
 
+from ._blas_threads import set_blas_threads
 from ..errors import ModelError
 from . import _tflite_ops_elementwise, _tflite_ops_linear, _tflite_ops_shape  # noqa: F401 - register the kernels
 from ._tflite_fusion import fuse_layer_norms, fuse_slide_attentions
@@ -61,8 +62,7 @@ class NumpyTFLiteBackend(Backend):
         """Load and plan ``model_file`` with the op-chain fusions named in ``fuse`` (:data:`FUSIONS`; the tests
         compare each against the plan without it, where every operator is a step of its own)."""
         super().__init__(model_file, threads)
-        # No kernel has a thread pool of its own: numpy's BLAS is the only threaded part, and this is the one place
-        # to bound it, set_blas_threads(threads) from backends/_blas_threads.py (issue 14 item 3, not merged yet).
+        set_blas_threads(threads)  # OpenBLAS on one thread; large products split over `threads` (see _blas_threads)
         self.version = np.__version__
         self._label = str(model_file.path)
         unknown = set(fuse) - set(FUSIONS)
