@@ -72,28 +72,25 @@ def choose(model_file: "ModelFile", name: str = "auto") -> Choice:
     """
     tried = candidates(model_file, name)
     verdicts: List[Verdict] = []
-    loaded = {}
-    for backend_name in BACKEND_NAMES:
+    skipped: List[str] = []
+    chosen: Optional[str] = None
+    kept: Optional[Backend] = None
+    for backend_name in BACKEND_NAMES:  # tried keeps this order, so the first usable one is met first
         verdict, backend = check(model_file, backend_name)
         verdicts.append(verdict)
+        if chosen is None and backend_name in tried:
+            if verdict.reason.startswith((NOT_INSTALLED, FAILS_TO_IMPORT)):
+                skipped.append(f"{backend_name} {verdict.reason}")
+            else:
+                chosen, kept = backend_name, backend
+                continue
         if backend is not None:
-            loaded[backend_name] = backend
-    by_name = {v.backend: v for v in verdicts}
-    skipped = []
-    chosen = None
-    for candidate in tried:
-        if not by_name[candidate].reason.startswith((NOT_INSTALLED, FAILS_TO_IMPORT)):
-            chosen = candidate
-            break
-        skipped.append(f"{candidate} {by_name[candidate].reason}")
-    for backend_name, backend in loaded.items():
-        if backend_name != chosen:
             backend.close()
     if name != "auto":
         why = f"asked for with --backend {name}"
     else:
         why = f"auto: the first usable of {', '.join(tried)}" + "".join(f"; {s}" for s in skipped)
-    return Choice(tuple(verdicts), chosen, why, loaded.get(chosen) if chosen else None)
+    return Choice(tuple(verdicts), chosen, why, kept)
 
 
 def _without_path(message: str, path: str) -> str:
