@@ -16,7 +16,9 @@
 # Steps: host packages -> the wheel of this checkout -> the cases and the x86_64 references (numpy backend,
 # and onnxruntime / LiteRT; tests/arm/proof_cases.py) -> per ARCH: binfmt_misc, a Debian 13 root with
 # python3 python3-numpy python3-pil python3-click (debootstrap), a venv with --system-site-packages and the
-# wheel installed --no-deps --no-index (nothing from PyPI) -> `slidelite info` (which backend auto picks and
+# wheel installed with pip (--only-binary=:all:): Debian's numpy and pillow satisfy slidelite's requirements,
+# so pip fetches only what Debian's packages cannot give (trixie's python3-click is 8.1.8, slidelite needs
+# click >= 8.2: its pure-Python wheel comes from PyPI) -> `slidelite info` (which backend auto picks and
 # why) -> `slidelite classify --json --top-k 5` per case with --backend auto -> the comparison.
 # Slow (Python and numpy under emulation): not part of CI. docs/install.md records its last output.
 set -euo pipefail
@@ -73,15 +75,16 @@ for arch in "$@"; do
   in_root "$root" python3 -c 'import platform, sys; print("uname -m:", platform.machine(), "| Python", sys.version.split()[0], "|", *platform.libc_ver())'
   in_root "$root" dpkg-query -W -f '${Package} ${Version} (${Architecture})\n' python3-numpy python3-pil python3-click
 
-  step "$arch: venv over Debian's numpy/pillow/click, the wheel installed --no-deps --no-index"
+  step "$arch: venv over Debian's numpy/pillow/click, then pip install the wheel"
   rm -rf "${root:?}$WORK" && mkdir -p "$root$WORK"
   cp -r "$HOST/dist" "$HOST"/*.jpg "$HOST"/*.png "$root$WORK/"
   in_root "$root" python3 -m venv --system-site-packages --without-pip "$WORK/venv"
-  in_root "$root" "$WORK/venv/bin/python" -m pip --disable-pip-version-check install -q --no-deps --no-index \
-    --no-compile "$(ls "$root$WORK"/dist/slidelite-*.whl | sed "s|^$root||")"
+  in_root "$root" "$WORK/venv/bin/python" -m pip --disable-pip-version-check install --no-compile \
+    --only-binary=:all: "$(ls "$root$WORK"/dist/slidelite-*.whl | sed "s|^$root||")" | grep -E '^(Requirement|Collecting|Successfully)' || true
   in_root "$root" "$WORK/venv/bin/python" -c '
 import importlib.metadata as md, importlib.util as iu
-print("installed:", ", ".join(f"{d} {md.version(d)}" for d in ("slidelite", "numpy", "pillow", "click")))
+for name, module in (("slidelite", "slidelite"), ("numpy", "numpy"), ("pillow", "PIL"), ("click", "click")):
+    print(f"{name} {md.version(name)} from {iu.find_spec(module).origin}")
 print("engines importable:", [m for m in ("onnxruntime", "ai_edge_litert", "tflite_runtime") if iu.find_spec(m)] or "none")'
 
   step "$arch: slidelite info efficientnet_lite0.onnx (which backend auto picks, and why)"
