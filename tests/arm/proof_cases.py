@@ -26,6 +26,7 @@ written out as PNG.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,8 @@ def compare(work: Path, tolerance: float, arch: str) -> bool:
             head = f"{model or 'default model'} on {photo}: {arch} {backend} ({wall:.1f} s)"
             if error or ref_error:
                 ok = False
-                print(f"{head} | x86_64 {reference} -> FAIL: {arch}: {error or 'ran'}; x86_64: {ref_error or 'ran'}")
+                print(f"{head} | x86_64 {reference} -> FAIL ({arch}: {_short(error) or 'ran'}; x86_64: "
+                      f"{_short(ref_error) or 'ran'})")
                 continue
             diff = max(abs(a - b) for a, b in zip(scores, ref_scores))
             same = labels == ref_labels and diff <= tolerance
@@ -128,6 +130,12 @@ def compare(work: Path, tolerance: float, arch: str) -> bool:
             print(f"{head} top-1 {labels[0]!r} {scores[0]:.6f} | x86_64 {reference} top-1 {ref_labels[0]!r} "
                   f"{ref_scores[0]:.6f} | max score diff {diff:.1e} -> {'PASS' if same else 'FAIL'}")
     return ok
+
+
+def _short(error: str) -> str:
+    """An error line without the link to docs/install.md and the folder of the model file."""
+    error = re.sub(r" \(which backend installs on which platform: \S+\)", "", error)
+    return re.sub(r"/\S*/([^/\s]+\.(onnx|tflite))", r"\1", error)
 
 
 def main(argv: List[str]) -> int:

@@ -40,7 +40,8 @@ need_root_tools
 
 step "wheel built from this checkout (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 rm -rf "$HOST" && mkdir -p "$HOST/dist"
-"$HOST_PYTHON" -m pip wheel -q --no-deps "$REPO" -w "$HOST/dist"
+"$HOST_PYTHON" -m pip wheel -q --no-deps "$REPO" -w "$HOST/dist" 2> "$HOST/wheel-build.log" \
+  || { cat "$HOST/wheel-build.log"; die "building the wheel failed"; }
 ls -l "$HOST/dist"
 cp "$REPO"/slidelite/samples/* "$HOST/"
 
@@ -87,8 +88,11 @@ for name, module in (("slidelite", "slidelite"), ("numpy", "numpy"), ("pillow", 
     print(f"{name} {md.version(name)} from {iu.find_spec(module).origin}")
 print("engines importable:", [m for m in ("onnxruntime", "ai_edge_litert", "tflite_runtime") if iu.find_spec(m)] or "none")'
 
-  step "$arch: slidelite info efficientnet_lite0.onnx (which backend auto picks, and why)"
-  in_root "$root" "$WORK/venv/bin/slidelite" info efficientnet_lite0.onnx 2>&1 | { grep -v -E '^(labels|provenance|metrics|preprocess|name|input spec|output spec):' || true; }
+  for model in efficientnet_lite0.onnx efficientnet_lite0.tflite; do
+    step "$arch: slidelite info $model (which backend auto picks and why; which backends can run it)"
+    in_root "$root" "$WORK/venv/bin/slidelite" info "$model" 2>&1 \
+      | { grep -v -E '^(labels|provenance|metrics|preprocess|name|input spec|output spec):' || true; }
+  done
 
   n=0
   while IFS='|' read -r model photo backend _; do
