@@ -94,6 +94,7 @@ print("engines importable:", [m for m in ("onnxruntime", "ai_edge_litert", "tfli
       | { grep -v -E '^(labels|provenance|metrics|preprocess|name|input spec|output spec):' || true; }
   done
 
+  step "$arch: slidelite classify --backend auto, one process per case"
   n=0
   while IFS='|' read -r model photo backend _; do
     n=$((n + 1))
