@@ -25,12 +25,17 @@ def _info_json(*args: object, env=None) -> tuple:
 def test_info_text(model: Path) -> None:
     run = run_cli(["info", model])
     assert run.exit_code == 0 and run.stderr == ""
-    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in run.stdout.splitlines()}
+    head, table = run.stdout.split("\n\ncan each backend run this file as it is? (checked by loading it)\n")
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in head.splitlines()}
     size = model.stat().st_size
     assert fields["file"] == str(model)
     assert fields["format"].startswith("onnx, ") and f"({size} bytes)" in fields["format"]
     assert fields["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
-    assert fields["backend"].startswith("onnxruntime ") and "installed for onnx: onnxruntime" in fields["backend"]
+    assert fields["backend"].startswith("onnxruntime ") and "installed for onnx: onnxruntime, numpy" in fields["backend"]
+    assert "(auto: the first usable of onnxruntime, numpy;" in fields["backend"]
+    rows = [line.split(None, 2) for line in table.splitlines()[1:]]
+    assert [row[:2] for row in rows] == [["onnxruntime", "yes"], ["litert", "no"], ["tflite", "no"], ["numpy", "yes"]]
+    assert rows[1][2] == rows[2][2] == "runs tflite files only" and rows[3][2].startswith("loads the file (numpy ")
     assert fields["input"] == "pixels [?, 3, 32, 32] float32"
     assert fields["output"] == "[?, 10]"
     assert fields["labels"] == "10: airplane, automobile, bird, cat, deer, ..."
@@ -47,6 +52,8 @@ def test_info_json(model: Path) -> None:
     assert report["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert report["shipped"] is None and report["problems"] == []
     assert report["backend"]["name"] == "onnxruntime" and "onnxruntime" in report["backends_installed"]
+    assert [(v["backend"], v["can_run"]) for v in report["backends"]] == [
+        ("onnxruntime", True), ("litert", False), ("tflite", False), ("numpy", True)]
     assert report["signature"] == {"input": {"name": "pixels", "shape": [None, 3, 32, 32], "dtype": "float32"},
                                    "output": {"shape": [None, 10]}}
     expected = fixture_metadata()

@@ -51,11 +51,14 @@ FORMAT_TARGETS: Dict[Tuple[str, str], str] = {
     ("numpy", "tflite"): "slidelite.backends.numpy_tflite_backend:NumpyTFLiteBackend",
 }
 FORMATS: Tuple[str, ...] = ("onnx", "tflite")
+#: How :func:`engine_problem` starts its two answers.
+NOT_INSTALLED, FAILS_TO_IMPORT = "is not installed", "is installed but fails to import"
 #: Where error messages send users whose platform lacks a backend wheel (per platform and Python version).
 INSTALL_DOC_HINT = "which backend installs on which platform: https://github.com/slidelite/slidelite/blob/main/docs/install.md"
 
-__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "FORMAT_TARGETS", "INSTALL_DOC_HINT", "available_backends", "backend_names_for", "check_backend_name",
-           "create_backend", "is_available", "physical_cores", "resolve_threads"]
+__all__ = ["Backend", "BackendSpec", "BACKEND_NAMES", "BACKENDS", "FAILS_TO_IMPORT", "FORMAT_TARGETS", "INSTALL_DOC_HINT", "NOT_INSTALLED",
+           "available_backends", "backend_names_for", "candidates", "check_backend_name", "create_backend",
+           "engine_problem", "is_available", "physical_cores", "resolve_threads", "try_load"]
 
 
 def _module_exists(name: str) -> bool:
@@ -113,22 +116,73 @@ def resolve_threads(threads: Optional[int]) -> int:
 
 
 def create_backend(model_file: "ModelFile", name: str = "auto", threads: Optional[int] = None) -> Backend:
-    """Load ``model_file`` into backend ``name`` (``'auto'``: the first installed one for its format).
+    """Load ``model_file`` into backend ``name``.
+
+    ``'auto'`` tries the backends that run the file's format in :data:`BACKEND_NAMES` order and takes the
+    first one whose engine is installed and imports (see :func:`engine_problem`), so an ``.onnx`` file
+    falls back to the numpy backend when onnxruntime is missing or broken. A backend that imports but
+    refuses the file raises (``auto`` does not try the next one: ``slidelite info`` shows which would run it).
 
     Raises:
         UsageError: unknown backend name, a backend that cannot run this format, or threads <= 0.
-        BackendUnavailableError: the engine is not installed; the message names the pip extra.
+        BackendUnavailableError: no candidate's engine imports; the message names the pip extra.
         ModelError: the engine cannot load the file.
     """
     threads = resolve_threads(threads)
-    chosen = _choose(model_file, name)
-    target = FORMAT_TARGETS.get((chosen, model_file.format), BACKENDS[chosen].target)
+    names = candidates(model_file, name)
+    problems: List[Tuple[str, str]] = []
+    for candidate in names:
+        backend, problem = try_load(model_file, candidate, threads)
+        if backend is not None:
+            return backend
+        problems.append((candidate, problem))
+    broken = [(n, p) for n, p in problems if not p.startswith(NOT_INSTALLED)]
+    if broken:
+        engine, problem = broken[0]
+        raise BackendUnavailableError(f"no backend for {model_file.path}: {engine} {problem} ({INSTALL_DOC_HINT})")
+    extra = BACKENDS[names[0]].extra
+    hint = f'pip install "slidelite[{extra}]"' if extra else "reinstall slidelite"
+    raise BackendUnavailableError(f"no backend for {model_file.path}: {hint} ({INSTALL_DOC_HINT})")
+
+
+def try_load(model_file: "ModelFile", name: str, threads: int = 1) -> Tuple[Optional[Backend], str]:
+    """Load ``model_file`` into backend ``name`` exactly (no fallback, no format check): the loaded backend and
+    ``''``, or None and why its engine cannot be used (:func:`engine_problem`). The load is also the backend's
+    own check of every op, attribute and dtype in the file.
+
+    Raises:
+        ModelError: the engine refuses or cannot read the file.
+    """
+    problem = engine_problem(name)
+    if problem is not None:
+        return None, problem
+    target = FORMAT_TARGETS.get((name, model_file.format), BACKENDS[name].target)
     module_name, class_name = target.split(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+    try:  # the engine's native library may only load inside the backend (ai_edge_litert.interpreter)
+        return getattr(importlib.import_module(module_name), class_name)(model_file, threads), ""
     except ImportError as exc:
-        raise BackendUnavailableError(f"no backend for {model_file.path}: {chosen} failed to import ({exc})") from None
-    return cls(model_file, threads)
+        return None, f"{FAILS_TO_IMPORT} ({_one_line(exc)})"
+
+
+def engine_problem(name: str) -> Optional[str]:
+    """Why backend ``name`` cannot be used on this machine (not installed, or installed but its engine fails
+    to import), or None when it imports. Imports the engine."""
+    spec = BACKENDS[name]
+    if not is_available(name):
+        return f'{NOT_INSTALLED} (pip install "slidelite[{spec.extra}]")' if spec.extra else \
+            f"{NOT_INSTALLED} (reinstall slidelite)"
+    try:
+        importlib.import_module(spec.target.split(":")[0])
+        if spec.engine is not None:
+            importlib.import_module(spec.engine)
+    except ImportError as exc:
+        return f"{FAILS_TO_IMPORT} ({_one_line(exc)})"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def check_backend_name(name: str) -> None:
@@ -137,17 +191,17 @@ def check_backend_name(name: str) -> None:
         raise UsageError(f"unknown backend '{name}': choose one of auto, {', '.join(BACKEND_NAMES)}")
 
 
-def _choose(model_file: "ModelFile", name: str) -> str:
-    """The backend name to use for ``model_file``, validated."""
+def candidates(model_file: "ModelFile", name: str) -> List[str]:
+    """The backends ``name`` stands for on ``model_file``, in the order they are tried (``auto``: every backend
+    for the file's format; else ``[name]``).
+
+    Raises:
+        UsageError: unknown backend name, or a backend that cannot run this format.
+    """
     fmt = model_file.format
     check_backend_name(name)
-    candidates = backend_names_for(fmt) if name == "auto" else [name]
-    if fmt not in BACKENDS[candidates[0]].formats:
+    names = backend_names_for(fmt) if name == "auto" else [name]
+    if fmt not in BACKENDS[names[0]].formats:
         runnable = ", ".join(backend_names_for(fmt))
         raise UsageError(f"backend '{name}' cannot run {fmt} models ({model_file.path}); use one of: auto, {runnable}")
-    for candidate in candidates:
-        if is_available(candidate):
-            return candidate
-    extra = BACKENDS[candidates[0]].extra
-    hint = f'pip install "slidelite[{extra}]"' if extra else "reinstall slidelite"
-    raise BackendUnavailableError(f"no backend for {model_file.path}: {hint} ({INSTALL_DOC_HINT})")
+    return names

@@ -1,8 +1,11 @@
 """``slidelite info MODEL``: what a model file is and whether this machine can run it.
 
 Shows the file (format, size, sha256 and, for a shipped model, whether the sha256 matches the manifest),
-the backend that would run it and the installed ones, the input/output signature the backend reports,
-and the slidelite metadata. ``--json`` prints the same as one JSON document.
+the backend that would run it and why (``--backend auto``: the first installed one, in preference order),
+the input/output signature that backend reports, the slidelite metadata, and a table of every backend:
+can it run this file as it is, and why not (format, engine not installed or broken, or the backend's own
+refusal at load: an op, attribute or dtype it lacks; see :mod:`slidelite.backends.capability`).
+``--json`` prints the same as one JSON document (``"backends"``: the table, ``"backend"["why"]``).
 
 Exit codes: 0 the file was inspected, even when it cannot be classified with as it is (no or invalid
 metadata, metadata that disagrees with the model, no backend installed): each such problem is one
@@ -16,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from .. import backends, models
+from ..backends import capability
 from ..errors import BackendUnavailableError, MetadataError, ModelError
 from ..metadata import ModelMetadata
 from ..metadata_fields import source_lines
@@ -65,7 +69,7 @@ def inspect(model_file: ModelFile, backend_name: str = "auto") -> Dict[str, Any]
         "shipped": None if shipped is None else {
             "name": shipped.name, "sha256": shipped.sha256, "sha256_matches": shipped.sha256 == model_file.sha256},
         "backends_installed": backends.available_backends(model_file.format),
-        "backend": None, "signature": None,
+        "backend": None, "backends": [], "signature": None,
         "metadata": model_file.metadata.to_dict() if model_file.metadata else None,
         "metadata_origin": model_file.metadata_origin or None,
         "metadata_sources": dict(model_file.metadata_sources),
@@ -73,13 +77,14 @@ def inspect(model_file: ModelFile, backend_name: str = "auto") -> Dict[str, Any]
     }
     if model_file.metadata_error:
         problems.append(model_file.metadata_error)
-    try:
-        engine = backends.create_backend(model_file, backend_name, threads=1)
-    except BackendUnavailableError as exc:
-        problems.append(str(exc))
+    choice = capability.choose(model_file, backend_name)
+    report["backends"] = [verdict._asdict() for verdict in choice.verdicts]
+    engine = choice.backend
+    if engine is None:
+        problems.append(_no_engine_problem(model_file, backend_name, choice))
         return report
     try:
-        report["backend"] = {"name": engine.name, "version": engine.version}
+        report["backend"] = {"name": engine.name, "version": engine.version, "why": choice.why}
         report["signature"] = {
             "input": {"name": engine.input_name, "shape": list(engine.input_shape), "dtype": engine.input_dtype},
             "output": {"shape": list(engine.output_shape)},
@@ -91,6 +96,19 @@ def inspect(model_file: ModelFile, backend_name: str = "auto") -> Dict[str, Any]
     finally:
         engine.close()
     return report
+
+
+def _no_engine_problem(model_file: ModelFile, backend_name: str, choice: capability.Choice) -> str:
+    """The warning when the backend ``backend_name`` picks cannot run the file, or none is usable at all."""
+    if choice.chosen is None:  # no engine imports: create_backend's own message names the pip extra
+        try:
+            backends.create_backend(model_file, backend_name, threads=1).close()
+        except BackendUnavailableError as exc:
+            return str(exc)
+    refusal = next((v.reason for v in choice.verdicts if v.backend == choice.chosen), "no engine imports")
+    others = [v.backend for v in choice.verdicts if v.can_run]
+    hint = f"; it runs with --backend {' or '.join(others)}" if others else ""
+    return f"{model_file.path}: {choice.chosen} cannot run this file: {refusal}{hint}"
 
 
 def _print_report(report: Dict[str, Any], metadata: Optional[ModelMetadata]) -> None:
@@ -116,13 +134,25 @@ def _print_report(report: Dict[str, Any], metadata: Optional[ModelMetadata]) -> 
     width = max(len(key) for key, _ in lines)
     for key, value in lines:
         click.echo(f"{key + ':':<{width + 1}} {value}")
+    _print_verdicts(report["backends"])
+
+
+def _print_verdicts(verdicts: List[Dict[str, Any]]) -> None:
+    """The table of which backends can run the file as it is."""
+    rows = [("backend", "can run", "reason")] + [
+        (v["backend"], "yes" if v["can_run"] else "no", v["reason"]) for v in verdicts]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    click.echo("\ncan each backend run this file as it is? (checked by loading it)")
+    for name, can_run, reason in rows:
+        click.echo(f"  {name:<{widths[0]}}  {can_run:<{widths[1]}}  {reason}")
 
 
 def _backend_text(report: Dict[str, Any]) -> str:
     installed = ", ".join(report["backends_installed"]) or "none"
     chosen = report["backend"]
-    running = f"{chosen['name']} {chosen['version']}" if chosen else "none available"
-    return f"{running} (installed for {report['format']}: {installed})"
+    if chosen is None:
+        return f"none (see the warning below; installed for {report['format']}: {installed})"
+    return f"{chosen['name']} {chosen['version']} ({chosen['why']}; installed for {report['format']}: {installed})"
 
 
 def _metadata_lines(metadata: ModelMetadata, origin: str) -> List[tuple]:

@@ -1,26 +1,43 @@
-"""Host-side helper of prove_aarch64.sh: which classifications to run, and the x86_64/aarch64 comparison.
+"""Host-side helper of the ARM proofs (prove_aarch64.sh, prove_numpy_arm.sh): which classifications to
+run, running one and recording its result, and the ARM/x86_64 comparison.
 
-    python tests/arm/proof_cases.py cases WORK [EXTRA.onnx ...]   # writes WORK/cases.txt (copies models into WORK)
-    python tests/arm/proof_cases.py compare WORK TOLERANCE
+    python tests/arm/proof_cases.py cases WORK [EXTRA.onnx ...]   # prove_aarch64.sh's cases -> WORK/cases.txt
+    python tests/arm/proof_cases.py numpy-cases WORK              # prove_numpy_arm.sh's cases -> WORK/cases.txt
+    python tests/arm/proof_cases.py record OUT.json CMD ...       # run CMD, keep its JSON (or its error line)
+    python tests/arm/proof_cases.py compare WORK TOLERANCE ARCH   # one PASS/FAIL line per case and reference
 
-A case is ``model|photo|aarch64 backend|x86_64 reference backend`` (model empty: the default model). With
-shipped models (slidelite/models/manifest.json): the default model with ``auto`` on both sides, and every
-float ONNX file (fp32, or fp16-stored weights) with onnxruntime and with numpy on aarch64, both against
-x86_64 onnxruntime. Without any: the runtime tests' fixture ONNX classifier, the same two ways. Every EXTRA
-ONNX file given (a model with slidelite metadata, e.g. fresh from ``slidelite convert``) is run the same
-two ways too. Photos are the
-bundled samples (the Fashion-MNIST ankle boot for the Fashion-MNIST models, else chelsea the cat).
+A case is ``model|photo|ARM backend|x86_64 reference backends`` (model empty: the default model; references
+comma-separated). Its results are ``case{n}.{ARCH}.json`` and ``case{n}.x86_64.{reference}.json``.
+
+``cases`` (engines installed on aarch64): with shipped models (slidelite/models/manifest.json), the default
+model with ``auto`` on both sides, and every float ONNX file (fp32, or fp16-stored weights) with onnxruntime
+and with numpy on aarch64, both against x86_64 onnxruntime. Without any: the runtime tests' fixture ONNX
+classifier, the same two ways. Every EXTRA ONNX file given (a model with slidelite metadata, e.g. fresh from
+``slidelite convert``) is run the same two ways too.
+
+``numpy-cases`` (no engine installed on the ARM side, so ``auto`` can only be the numpy backend): the
+default model, and every shipped file, ``.onnx`` and ``.tflite``, with ``auto`` on ARM against x86_64's
+numpy backend and x86_64's engine (onnxruntime for ``.onnx``, LiteRT for ``.tflite``).
+
+Photos: chelsea the cat (bundled) for ImageNet models; for the Fashion-MNIST models the bundled ankle boot
+(test image 0 of Fashion-MNIST) and, when Debian's ``dataset-fashion-mnist`` is installed, test image 1
+written out as PNG.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
-INSIDE = "/opt/slidelite-proof"  # WORK as seen inside the arm64 root
+INSIDE = "/opt/slidelite-proof"  # WORK as seen inside the ARM root
+FMNIST_TEST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+ENGINE_FOR = {"onnx": "onnxruntime", "tflite": "litert"}
 Case = Tuple[str, str, str, str]
 
 
@@ -51,34 +68,86 @@ def cases(work: Path, extra: List[Path]) -> List[Case]:
     return list(dict.fromkeys(found))
 
 
-def compare(work: Path, tolerance: float) -> bool:
-    """Print one PASS/FAIL line per case: same top-5 labels and every score within ``tolerance``."""
-    def load(name: str) -> Tuple[List[str], List[float]]:
-        categories = json.loads((work / name).read_text())["categories"]
-        return [c["label"] for c in categories], [c["score"] for c in categories]
+def numpy_cases(work: Path) -> List[Case]:
+    """The cases of the numpy-only proof; writes Fashion-MNIST test image 1 into ``work`` when Debian has it."""
+    sys.path.insert(0, str(ROOT))
+    from slidelite.models import list_shipped
+
+    fmnist = ["fashion_mnist_ankle_boot.png"]
+    if Path(FMNIST_TEST).is_dir():
+        from PIL import Image
+
+        from slidelite.zoo.recipes.fashion_mnist import load_split
+
+        images, _ = load_split("test", FMNIST_TEST)
+        Image.fromarray(images[1]).save(work / "fashion_mnist_test_1.png")
+        fmnist.append("fashion_mnist_test_1.png")
+    found: List[Case] = [("", "chelsea.jpg", "auto", "numpy")]
+    for model in list_shipped():
+        for photo in fmnist if "fmnist" in model.name else ["chelsea.jpg"]:
+            found.append((model.file, photo, "auto", f"numpy,{ENGINE_FOR[model.format]}"))
+    return found
+
+
+def record(out: Path, command: List[str]) -> int:
+    """Run ``command``; write its stdout JSON to ``out`` (or ``{"error": last stderr line}``) plus the wall time."""
+    started = time.monotonic()
+    run = subprocess.run(command, capture_output=True, text=True)
+    wall = round(time.monotonic() - started, 2)
+    if run.returncode == 0:
+        result = {**json.loads(run.stdout), "wall_s": wall}
+    else:
+        lines = [line for line in run.stderr.splitlines() if line.strip()] or [f"exit code {run.returncode}"]
+        result = {"error": lines[-1], "wall_s": wall}
+    out.write_text(json.dumps(result))
+    print(result.get("error") or json.dumps(result["categories"]), f"(wall {wall} s)")
+    return 0
+
+
+def compare(work: Path, tolerance: float, arch: str) -> bool:
+    """Print one PASS/FAIL line per case and reference: same top-5 labels and every score within ``tolerance``."""
+    def load(name: str) -> Tuple[List[str], List[float], str, float]:
+        result = json.loads((work / name).read_text())
+        categories = result.get("categories", [])
+        return ([c["label"] for c in categories], [c["score"] for c in categories], result.get("error", ""),
+                result.get("wall_s", 0.0))
 
     ok = True
     for n, line in enumerate((work / "cases.txt").read_text().splitlines(), 1):
-        model, photo, backend, reference = line.split("|")
-        labels, scores = load(f"case{n}.aarch64.json")
-        ref_labels, ref_scores = load(f"case{n}.x86_64.json")
-        diff = max(abs(a - b) for a, b in zip(scores, ref_scores))
-        same = labels == ref_labels and diff <= tolerance
-        ok &= same
-        print(f"{model or 'default model'} on {photo}: aarch64 {backend} top-1 {labels[0]!r} {scores[0]:.6f} | "
-              f"x86_64 {reference} top-1 {ref_labels[0]!r} {ref_scores[0]:.6f} | max score diff {diff:.1e} -> "
-              f"{'PASS' if same else 'FAIL'}")
+        model, photo, backend, references = line.split("|")
+        labels, scores, error, wall = load(f"case{n}.{arch}.json")
+        for reference in references.split(","):
+            ref_labels, ref_scores, ref_error, _ = load(f"case{n}.x86_64.{reference}.json")
+            head = f"{model or 'default model'} on {photo}: {arch} {backend} ({wall:.1f} s)"
+            if error or ref_error:
+                ok = False
+                print(f"{head} | x86_64 {reference} -> FAIL ({arch}: {_short(error) or 'ran'}; x86_64: "
+                      f"{_short(ref_error) or 'ran'})")
+                continue
+            diff = max(abs(a - b) for a, b in zip(scores, ref_scores))
+            same = labels == ref_labels and diff <= tolerance
+            ok &= same
+            print(f"{head} top-1 {labels[0]!r} {scores[0]:.6f} | x86_64 {reference} top-1 {ref_labels[0]!r} "
+                  f"{ref_scores[0]:.6f} | max score diff {diff:.1e} -> {'PASS' if same else 'FAIL'}")
     return ok
 
 
+def _short(error: str) -> str:
+    """An error line without the link to docs/install.md and the folder of the model file."""
+    error = re.sub(r" \(which backend installs on which platform: \S+\)", "", error)
+    return re.sub(r"/\S*/([^/\s]+\.(onnx|tflite))", r"\1", error)
+
+
 def main(argv: List[str]) -> int:
-    """``cases WORK [EXTRA.onnx ...]`` or ``compare WORK TOLERANCE``."""
+    """``cases WORK [EXTRA.onnx ...]``, ``numpy-cases WORK``, ``record OUT CMD ...`` or ``compare WORK TOLERANCE ARCH``."""
     work = Path(argv[1])
-    if argv[0] == "cases":
-        found = cases(work, [Path(p) for p in argv[2:]])
-        (work / "cases.txt").write_text("".join("|".join(case) + "\n" for case in found))
-        return 0
-    return 0 if compare(work, float(argv[2])) else 1
+    if argv[0] == "record":
+        return record(work, argv[2:])
+    if argv[0] == "compare":
+        return 0 if compare(work, float(argv[2]), argv[3]) else 1
+    found = cases(work, [Path(p) for p in argv[2:]]) if argv[0] == "cases" else numpy_cases(work)
+    (work / "cases.txt").write_text("".join("|".join(case) + "\n" for case in found))
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,62 +18,25 @@
 # Slow (pip and python under emulation): not part of CI. tests/arm/README.md records its last output.
 set -euo pipefail
 
-ROOT=${1:-/work/arm64root}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=tests/arm/_roots.sh
+. "$REPO/tests/arm/_roots.sh"
+ROOT=${1:-/work/arm64root}
 HOST_PYTHON=${HOST_PYTHON:-$REPO/.venv/bin/python}
 WORK=/opt/slidelite-proof            # inside ROOT
 TOLERANCE=1e-4
 
-step() { printf '\n== %s\n' "$*"; }
-die() { printf 'prove_aarch64: %s\n' "$*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "run as root (debootstrap, chroot and binfmt registration need it)"
+need_root_tools
 [ "$(uname -m)" = x86_64 ] || echo "note: host is $(uname -m), not x86_64"
 
-step "host packages"
-if ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null \
-   || ! command -v update-binfmts >/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static debootstrap binfmt-support
-fi
-qemu-aarch64-static --version | head -1
-
 step "binfmt_misc: run aarch64 ELF files through qemu-aarch64-static"
-mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
-  || die "cannot mount binfmt_misc (a container without privileges?): run this on a VM or a privileged container"
-update-binfmts --enable qemu-aarch64 || true
-grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null \
-  || die "qemu-aarch64 is not registered in /proc/sys/fs/binfmt_misc"
-grep -E '^(interpreter|flags)' /proc/sys/fs/binfmt_misc/qemu-aarch64
+enable_binfmt aarch64
 
 step "arm64 Debian bookworm root in $ROOT"
-if [ ! -x "$ROOT/usr/bin/python3" ] || [ ! -e "$ROOT/usr/lib/python3.11/venv/__init__.py" ]; then
-  mkdir -p "$ROOT"
-  debootstrap --arch=arm64 --foreign --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$ROOT" "$MIRROR"
-  cp /usr/bin/qemu-aarch64-static "$ROOT/usr/bin/"
-  chroot "$ROOT" /debootstrap/debootstrap --second-stage
-else
-  echo "reusing the existing root"
-fi
-
-cleanup() {
-  for m in dev/pts dev sys; do mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"; done; true
-}
-trap cleanup EXIT
-# No /proc on purpose: qemu-user 7.2 shows the emulated program the x86 host's /proc/cpuinfo, and
-# onnxruntime's CPU detection (pytorch/cpuinfo) segfaults parsing it; without /proc it falls back to
-# generic aarch64 kernels with a warning. A real aarch64 board has its own /proc/cpuinfo.
-for m in sys dev dev/pts; do mountpoint -q "$ROOT/$m" || mount --bind "/$m" "$ROOT/$m"; done
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-# pip inside the root trusts what the host trusts (including a TLS-inspecting proxy's CA, if there is one)
-cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca-certificates.crt"
-in_root() {
-  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-    PIP_CERT=/etc/ssl/host-ca-certificates.crt "$@"
-}
-in_root uname -m
-in_root python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0], platform.libc_ver())'
+make_root arm64 bookworm "$ROOT" python3,python3-venv,python3-pip,ca-certificates
+enter_root "$ROOT"
+in_root "$ROOT" uname -m
+in_root "$ROOT" python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0], platform.libc_ver())'
 
 step "wheel built from this checkout"
 rm -rf "$ROOT$WORK" && mkdir -p "$ROOT$WORK/dist"
@@ -94,17 +57,18 @@ n=0
 while IFS='|' read -r model photo backend reference; do
   n=$((n + 1))
   mapfile -t args < <(classify_args "$model" "$photo" "$reference" "$ROOT")
-  (cd "$REPO" && "$HOST_PYTHON" -m slidelite classify "${args[@]}") > "$ROOT$WORK/case$n.x86_64.json"
-  echo "case $n, x86_64 $reference: $(cat "$ROOT$WORK/case$n.x86_64.json")"
+  printf 'case %s, x86_64 %s: ' "$n" "$reference"
+  (cd "$REPO" && "$HOST_PYTHON" tests/arm/proof_cases.py record "$ROOT$WORK/case$n.x86_64.$reference.json" \
+    "$HOST_PYTHON" -m slidelite classify "${args[@]}")
 done < "$ROOT$WORK/cases.txt"
 
 step "venv + pip install inside the aarch64 root (PyPI's aarch64 wheels only)"
 # Debian's pip drives the venv (--python): no emulated ensurepip, no emulated byte-compiling.
-in_root python3 -m venv --without-pip "$WORK/venv"
-venv_pip() { in_root python3 -m pip --python "$WORK/venv/bin/python" --disable-pip-version-check "$@"; }
+in_root "$ROOT" python3 -m venv --without-pip "$WORK/venv"
+venv_pip() { in_root "$ROOT" python3 -m pip --python "$WORK/venv/bin/python" --disable-pip-version-check "$@"; }
 venv_pip install -q --no-compile --only-binary=:all: "$(ls "$ROOT$WORK"/dist/slidelite-*.whl | sed "s|^$ROOT||")[onnx,litert]"
 venv_pip list --format=freeze | grep -iE '^(slidelite|numpy|pillow|click|onnxruntime|ai-edge-litert)=='
-in_root "$WORK/venv/bin/python" -c \
+in_root "$ROOT" "$WORK/venv/bin/python" -c \
   'import ai_edge_litert.interpreter as i, onnxruntime, numpy; print("imports ok: ai_edge_litert", i.__name__, "onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)'
 
 n=0
@@ -112,11 +76,10 @@ while IFS='|' read -r model photo backend reference; do
   n=$((n + 1))
   step "aarch64 case $n: slidelite classify ${model:+--model $model }--backend $backend $photo"
   mapfile -t args < <(classify_args "$model" "$photo" "$backend")
-  /usr/bin/time -f "wall %es (emulated)" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-    "$WORK/venv/bin/slidelite" classify "${args[@]}" > "$ROOT$WORK/case$n.aarch64.json"
-  cat "$ROOT$WORK/case$n.aarch64.json"; echo
+  "$HOST_PYTHON" "$REPO/tests/arm/proof_cases.py" record "$ROOT$WORK/case$n.aarch64.json" \
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$WORK/venv/bin/slidelite" classify "${args[@]}"
 done < "$ROOT$WORK/cases.txt"
 
 step "compare aarch64 with x86_64 (same top-5 labels, scores within $TOLERANCE)"
-"$HOST_PYTHON" "$REPO/tests/arm/proof_cases.py" compare "$ROOT$WORK" "$TOLERANCE"
+"$HOST_PYTHON" "$REPO/tests/arm/proof_cases.py" compare "$ROOT$WORK" "$TOLERANCE" aarch64
 step "PASS: slidelite installs and classifies on aarch64 ($(date -u +%Y-%m-%dT%H:%MZ))"
