@@ -130,7 +130,7 @@ def test_im2col_conv_refuses_other_convolutions():
 def test_im2col_attention_keeps_im2col_after_reparameterize():
     attn = _module(Im2ColSlideAttention, 8, 2, 3)
     attn.reparameterize()
-    assert isinstance(attn.kv_conv, Im2ColConv2d)
+    assert isinstance(attn.k_conv, Im2ColConv2d) and isinstance(attn.v_conv, Im2ColConv2d)
     assert not any(type(m) is torch.nn.Conv2d for m in attn.modules())
 
 
