@@ -305,11 +305,19 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[Tuple[str, 
 def environment_line(report: Dict[str, Any], threads: int) -> str:
     """One line saying where and under which load the numbers were measured."""
     device = report["device"]
-    return (f"Measured {device['measured_at']} on {device['cpu_model']} ({device['machine']}, "
+    return (f"Measured {device['measured_at']} on {device['cpu_model']} ({device['machine']}, SIMD: {simd_line()}, "
             f"{device['cores_logical']} logical cores, {device['os']}), Python {device['python']}, "
             f"numpy {device['numpy']}, slidelite {device['slidelite']} (git {str(device['git_commit'])[:12]}); "
             f"{threads} threads, batch 1; 1-minute load average {device['loadavg_before'][0]:.2f} before / "
             f"{device['loadavg_after'][0]:.2f} after (other jobs share these cores).")
+
+
+def simd_line() -> str:
+    """The CPU's SIMD features that decide fp32/int8 kernel speed (AVX2/AVX-512/VNNI, NEON/dot product), with
+    the converter's ``--target`` for this CPU: printed beside every table."""
+    from slidelite.convert.targets import cpu_features, host_target
+
+    return f"{' '.join(cpu_features()) or 'none read'} (target {host_target()})"
 
 
 def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optional[Path]:

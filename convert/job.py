@@ -42,6 +42,8 @@ class ConversionJob:
         calib: folder of calibration / validation images (also used by verify when given).
         int8_recipe: name of the int8 recipe of the format (:mod:`slidelite.convert.quantize`, ONNX;
             :mod:`slidelite.convert.tflite_quantize`, TFLite); None: that format's default.
+        target: deployment CPU (:data:`slidelite.convert.targets.TARGETS` or ``auto``); picks the int8 recipe
+            when ``int8_recipe`` is None.
         preprocess: overrides of the pretrained configuration.
         dynamic_batch: export a dynamic batch axis instead of batch 1.
         opset: ONNX opset.
@@ -64,6 +66,7 @@ class ConversionJob:
     int8: bool = False
     calib: Optional[Path] = None
     int8_recipe: Optional[str] = None
+    target: Optional[str] = None
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     dynamic_batch: bool = False
     opset: int = 20
@@ -113,3 +116,4 @@ class ConversionResult:
     latency_ms: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     report: str = ""
+    recipe_reason: str = ""

@@ -31,6 +31,7 @@ from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logi
 from .output import check_output_path, staged_output
 from .quantize import get_recipe, quantize_onnx
 from .report import format_report, measure_latency
+from .targets import apply_target
 from .verify import check_fp32, check_int8, compare_logits, torch_logits
 
 
@@ -69,11 +70,14 @@ def convert(job: ConversionJob) -> ConversionResult:
     Raises:
         SlideliteError: a one-line reason; nothing was written to ``job.output``.
     """
-    if job.format == "tflite":
-        return _tflite_route()(job)
-    if job.format != "onnx":
+    if job.format not in ("onnx", "tflite"):
         raise ConversionError(f"unknown --format '{job.format}'; choose onnx or tflite")
-    return convert_onnx(job)
+    job, reason = apply_target(job)
+    result = _tflite_route()(job) if job.format == "tflite" else convert_onnx(job)
+    if reason:
+        result.recipe_reason = reason
+        result.report = format_report(result)
+    return result
 
 
 def _tflite_route():

@@ -68,6 +68,9 @@ def _require_extras() -> None:
               help="int8 recipe of the format: onnx dynamic-matmul (default), static-qdq-matmul, ...; tflite "
                    "dynamic-int8 (default), full-int8; both: weight-only (int8-stored weights, fp32 compute) "
                    "(docs/converter.md, docs/tflite.md).")
+@click.option("--target", default=None, metavar="x86-avx2|x86-vnni|arm64|arm64-dotprod|generic|auto",
+              help="Deployment CPU: picks the int8 recipe for it (auto: this machine's SIMD flags) unless "
+                   "--int8-recipe is given; the report says why (docs/converter.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None, help="Square input size (e.g. 224).")
 @click.option("--input-size", default=None, metavar="HxW", help="Input height x width (overrides --img-size).")
 @click.option("--mean", default=None, metavar="M[,M,M]", help="Normalization mean per channel (0..1 scale).")
@@ -90,7 +93,7 @@ def _require_extras() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @error_boundary
 def command(model: Optional[str], checkpoint: Optional[Path], labels: Optional[Path], fmt: str, output: Path,
-            int8: bool, calib: Optional[Path], int8_recipe: Optional[str], img_size: Optional[int], input_size: Optional[str],
+            int8: bool, calib: Optional[Path], int8_recipe: Optional[str], target: Optional[str], img_size: Optional[int], input_size: Optional[str],
             mean: Optional[str], std: Optional[str], crop_pct: Optional[float], interpolation: Optional[str],
             color_mode: Optional[str], dynamic_batch: bool, opset: Optional[int], min_agreement: float,
             force: bool, overwrite: bool, name: Optional[str], threads: int, max_calib_images: int,
@@ -104,7 +107,7 @@ def command(model: Optional[str], checkpoint: Optional[Path], labels: Optional[P
     from slidelite.convert import ConversionJob, PreprocessOverrides, convert
 
     job = ConversionJob(output=output, model=model, checkpoint=checkpoint, labels=labels, format=fmt, int8=int8,
-                        calib=calib, int8_recipe=int8_recipe, preprocess=PreprocessOverrides(**overrides),
+                        calib=calib, int8_recipe=int8_recipe, target=target, preprocess=PreprocessOverrides(**overrides),
                         dynamic_batch=dynamic_batch, min_agreement=min_agreement, force=force, overwrite=overwrite,
                         name=name, threads=threads, progress=not quiet, max_calib_images=max_calib_images,
                         latency_runs=latency_runs)

@@ -1,0 +1,65 @@
+"""``--target``: the deployment CPU picks the int8 recipe (convert/targets.py), detected from /proc/cpuinfo text."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slidelite.convert import ConversionJob
+from slidelite.convert.quantize import RECIPES
+from slidelite.convert.targets import TARGETS, apply_target, cpu_features, host_target, resolve_target
+from slidelite.convert.tflite_quantize import RECIPES as TFLITE_RECIPES
+from slidelite.errors import UsageError
+
+XEON_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+XEON_VNNI = "processor\t: 0\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n"
+A72 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+A76 = "processor\t: 0\nFeatures\t: fp asimd asimddp\n"
+
+
+@pytest.mark.parametrize("cpuinfo, machine, expected", [
+    (XEON_AVX2, "x86_64", "x86-avx2"), (XEON_VNNI, "x86_64", "x86-vnni"), ("flags : sse2\n", "x86_64", "generic"),
+    (A72, "aarch64", "arm64"), (A76, "aarch64", "arm64-dotprod"), ("", "riscv64", "generic")])
+def test_host_target_from_cpu_flags(cpuinfo, machine, expected):
+    assert host_target(cpuinfo, machine) == expected
+
+
+def test_cpu_features_lists_only_simd_flags_in_a_fixed_order():
+    assert cpu_features(XEON_VNNI) == ["avx2", "fma", "avx512f", "avx512_vnni"]
+    assert cpu_features(A76) == ["asimd", "asimddp"]
+
+
+def test_every_target_names_existing_recipes():
+    for target in TARGETS.values():
+        assert target.onnx_recipe in RECIPES and target.tflite_recipe in TFLITE_RECIPES
+
+
+def test_avx2_keeps_7_bit_weights_and_vnni_uses_8_bit():
+    assert RECIPES[TARGETS["x86-avx2"].onnx_recipe].reduce_range
+    assert not RECIPES[TARGETS["x86-vnni"].onnx_recipe].reduce_range
+
+
+def test_apply_target_fills_the_recipe_and_says_why():
+    job = ConversionJob(output=Path("m.onnx"), int8=True, target="x86-vnni")
+    chosen, reason = apply_target(job)
+    assert chosen.int8_recipe == "dynamic-matmul-8bit" and "VNNI" in reason
+    tflite, _ = apply_target(ConversionJob(output=Path("m.tflite"), format="tflite", int8=True, target="arm64"))
+    assert tflite.int8_recipe == "dynamic-int8"
+
+
+def test_explicit_recipe_wins_and_no_target_changes_nothing():
+    job = ConversionJob(output=Path("m.onnx"), int8=True, target="x86-vnni", int8_recipe="static-qdq-matmul")
+    chosen, reason = apply_target(job)
+    assert chosen.int8_recipe == "static-qdq-matmul" and "given" in reason
+    plain = ConversionJob(output=Path("m.onnx"), int8=True)
+    assert apply_target(plain) == (plain, "")
+
+
+def test_auto_reads_this_machine():
+    target, how = resolve_target("auto")
+    assert target.name == host_target() and how.startswith("auto: this CPU is")
+
+
+def test_unknown_target_is_a_usage_error_listing_the_choices():
+    with pytest.raises(UsageError, match="x86-avx2, x86-vnni, arm64, arm64-dotprod, generic, auto"):
+        resolve_target("x86-sse")
