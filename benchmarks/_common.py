@@ -126,7 +126,7 @@ def cache_path(name: str, suffix: str, module: Any) -> Path:
 
     sources = {Path(inspect.getsourcefile(type(m))) for m in module.modules()
                if type(m).__module__.startswith("slidelite.zoo")}
-    sources |= {ROOT / "convert" / "onnx_export.py", ROOT / "convert" / "quantize.py"}
+    sources |= {ROOT / "convert" / name for name in ("onnx_export.py", "quantize.py", "tflite_graph.py", "tflite_export.py")}
     digest = hashlib.sha256(torch.__version__.encode())
     for source in sorted(sources):
         digest.update(source.read_bytes())
