@@ -241,6 +241,13 @@ class Measurement:
         """``stat`` (p50 by default) of ``slower`` over that of ``faster`` (how many times faster ``faster`` is)."""
         return self.row(slower)[stat] / self.row(faster)[stat]
 
+    def round_ratio(self, slower: str, faster: str) -> float:
+        """The median over the timed rounds of ``slower``'s latency / ``faster``'s in the same round (pairs runs
+        made moments apart, so a load change between rounds cancels out)."""
+        import numpy as np
+
+        return float(np.median(np.array(self.row(slower)["samples_ms"]) / np.array(self.row(faster)["samples_ms"])))
+
 
 def measure(targets: Sequence[Any], warmup: int, runs: int, min_seconds: float = 0.0,
             progress: bool = True) -> Measurement:
@@ -259,12 +266,13 @@ def measure(targets: Sequence[Any], warmup: int, runs: int, min_seconds: float =
     device["loadavg_before"] = load_before
     report = build_report(targets, settings, schedule, device)
     rows = []
-    for section in report["targets"]:
+    for target, section in zip(targets, report["targets"]):
         stats = section["latency_ms"]
         rows.append({"label": section["label"], "engine": section["backend"].get("name"),
                      "p50_ms": stats["p50"], "mean_ms": stats["mean"], "p90_ms": stats["p90"],
                      "min_ms": stats["min"], "max_ms": stats["max"], "runs": stats["count"],
-                     "first_ms": section["first_inference_ms"], "init_ms": section["init_ms"]})
+                     "first_ms": section["first_inference_ms"], "init_ms": section["init_ms"],
+                     "samples_ms": list(target.samples_ms)})
     return Measurement(report, rows)
 
 

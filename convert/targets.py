@@ -56,6 +56,7 @@ TARGETS: Dict[str, DeployTarget] = {t.name: t for t in (
                  "unknown CPU: 7-bit weights are correct on every int8 kernel"),
 )}
 TARGET_CHOICES = (*TARGETS, "auto")
+TFLITE_REASON = "XNNPACK's qd8 int8 fully-connected kernels exist for every CPU target (AVX2, VNNI, NEON, dot product)"
 
 
 def cpu_features(cpuinfo: Optional[str] = None) -> List[str]:
@@ -108,5 +109,8 @@ def apply_target(job: ConversionJob) -> Tuple[ConversionJob, str]:
     if job.int8_recipe is not None:
         return job, f"--int8-recipe {job.int8_recipe} given; target {how} would choose " \
                     f"{target.onnx_recipe if job.format == 'onnx' else target.tflite_recipe}"
-    recipe = target.onnx_recipe if job.format == "onnx" else target.tflite_recipe
-    return replace(job, int8_recipe=recipe), f"{recipe} for target {how}: {target.reason}"
+    if job.format == "onnx":
+        recipe, reason = target.onnx_recipe, target.reason
+    else:
+        recipe, reason = target.tflite_recipe, TFLITE_REASON
+    return replace(job, int8_recipe=recipe), f"{recipe} for target {how}: {reason}"

@@ -43,8 +43,8 @@ def test_apply_target_fills_the_recipe_and_says_why():
     job = ConversionJob(output=Path("m.onnx"), int8=True, target="x86-vnni")
     chosen, reason = apply_target(job)
     assert chosen.int8_recipe == "dynamic-matmul-8bit" and "VNNI" in reason
-    tflite, _ = apply_target(ConversionJob(output=Path("m.tflite"), format="tflite", int8=True, target="arm64"))
-    assert tflite.int8_recipe == "dynamic-int8"
+    tflite, why = apply_target(ConversionJob(output=Path("m.tflite"), format="tflite", int8=True, target="arm64"))
+    assert tflite.int8_recipe == "dynamic-int8" and "XNNPACK" in why
 
 
 def test_explicit_recipe_wins_and_no_target_changes_nothing():
