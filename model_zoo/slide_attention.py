@@ -22,7 +22,7 @@ convolution per tensor (weights summed, biases summed), also folding the q scale
 and the relative-position term into the key bias. The inference form is channel-first: one transpose of
 the qkv map to (B, 3C, H, W), one depthwise convolution for k and one for v (channel multiplier ka^2,
 groups C, shared kernels repeated over the heads), the logits as an element-wise product with q and a
-sum over the head's channels, a softmax over the ka^2 axis, the output as a product and a sum over that
+sum over the head's channels, a softmax over the ka^2 axis (written out: max, exp, sum, divide), the output as a product and a sum over that
 axis, and one transpose back. Measured in ONNX Runtime (``benchmarks/slide_attention_forms.py``) this form
 is about twice as fast as the earlier per-pixel batched-matmul form; TFLite rewrites it per offset
 (``convert/tflite_graph.py``), the layout XNNPACK runs fastest.
@@ -112,7 +112,11 @@ class SlideAttention(nn.Module):
         f = self.qkv(x).permute(0, 3, 1, 2)                              # (B, 3C, H, W): q|k|v, q pre-scaled
         q = f[:, :C].reshape(N, hd, 1, H * W)
         k = self.k_conv(f[:, C:2 * C]).reshape(N, hd, kk, H * W)         # (channel, offset j) per head
-        attn = (q * k).sum(1, keepdim=True).softmax(dim=2)               # (N, 1, kk, HW)
+        logits = (q * k).sum(1, keepdim=True)                            # (N, 1, kk, HW)
+        # softmax over kk written out: ONNX Runtime transposes for a Softmax on a non-last axis (measured
+        # 0.81x the layer time at stage 1 of Slide-Swin-T written out, 1.01x at stage 2)
+        e = (logits - logits.amax(dim=2, keepdim=True)).exp()
+        attn = e / e.sum(dim=2, keepdim=True)
         v = self.v_conv(f[:, 2 * C:]).reshape(N, hd, kk, H * W)
         out = (attn * v).sum(2).reshape(B, C, H, W)
         return self.proj(out.permute(0, 2, 3, 1))
