@@ -124,8 +124,8 @@ def cache_path(name: str, suffix: str, module: Any) -> Path:
 
     import torch
 
-    sources = {Path(inspect.getsourcefile(type(m))) for m in module.modules()
-               if type(m).__module__.startswith("slidelite.zoo")}
+    sources = {Path(inspect.getsourcefile(cls)) for m in module.modules() for cls in type(m).__mro__
+               if cls.__module__.startswith("slidelite.zoo")}  # base classes too: a subclass runs their forward
     sources |= {ROOT / "convert" / name for name in ("onnx_export.py", "quantize.py", "tflite_graph.py", "tflite_export.py")}
     digest = hashlib.sha256(torch.__version__.encode())
     for source in sorted(sources):
