@@ -10,6 +10,11 @@ from slidelite.convert.quantize import RECIPES
 from slidelite.convert.targets import TARGETS, apply_target, cpu_features, host_target, resolve_target
 from slidelite.convert.tflite_quantize import RECIPES as TFLITE_RECIPES
 from slidelite.errors import UsageError
+from slidelite.model_file import open_model_file
+from tests._cli_fixtures import run_cli
+from tests._convert_fixtures import photo_folder_fixture
+
+photos = photo_folder_fixture(crops=0)
 
 XEON_AVX2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
 XEON_VNNI = "processor\t: 0\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n"
@@ -63,3 +68,23 @@ def test_auto_reads_this_machine():
 def test_unknown_target_is_a_usage_error_listing_the_choices():
     with pytest.raises(UsageError, match="x86-avx2, x86-vnni, arm64, arm64-dotprod, generic, auto"):
         resolve_target("x86-sse")
+
+
+@pytest.mark.convert
+def test_cli_target_picks_the_recipe_and_the_report_says_why(tmp_path, photos):
+    """A real conversion: --target x86-vnni (no --int8-recipe) writes a dynamic-matmul-8bit int8 file."""
+    out = tmp_path / "m.int8.onnx"
+    run = run_cli(["convert", "--model", "slide_swin_micro", "--int8", "--calib", photos, "--target", "x86-vnni",
+                   "-o", out, "-q", "--latency-runs", "0"])
+    assert run.exit_code == 0, run.stderr
+    assert "dynamic-matmul-8bit for target x86-vnni: VNNI" in run.stdout
+    assert open_model_file(out).metadata.metrics["int8_recipe"] == "dynamic-matmul-8bit"
+
+
+@pytest.mark.convert
+def test_cli_unknown_target_is_one_line_and_writes_nothing(tmp_path, photos):
+    run = run_cli(["convert", "--model", "slide_swin_micro", "--int8", "--calib", photos, "--target", "x86-sse",
+                   "-o", tmp_path / "m.onnx", "-q"])
+    assert run.exit_code == 2 and len(run.error_lines) == 1 and "Traceback" not in run.stderr
+    assert "unknown --target 'x86-sse'" in run.error_lines[0]
+    assert not list(tmp_path.iterdir())
