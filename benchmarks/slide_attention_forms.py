@@ -143,6 +143,30 @@ def layer_modules(dim: int, heads: int, H: int) -> Dict[str, Any]:
     return modules
 
 
+def whole_models() -> Dict[str, Any]:
+    """Slide-Swin-T (seeded random weights, deployed) with every Slide attention in each ONNX-exportable form,
+    and Swin-T with window attention: ``{form: module}``."""
+    import copy
+
+    import torch
+
+    from slidelite.zoo import SlideAttention, create_model, reparameterize_model
+
+    torch.manual_seed(0)
+    deployed = reparameterize_model(create_model("slide_swin_tiny").eval())
+    models = {}
+    for name, make in _forms().items():
+        model = copy.deepcopy(deployed)
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if type(child) is SlideAttention:
+                    setattr(parent, child_name, make(child))
+        models[name] = model.eval()
+    torch.manual_seed(0)
+    models["window"] = create_model("swin_tiny_window").eval()
+    return models
+
+
 def export(name: str, module: Any, shape: tuple, engine: str) -> Path:
     """The candidate's file for ``engine`` (cached while the sources that shape it are unchanged)."""
     if engine == "onnxruntime":
@@ -159,8 +183,12 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", default="onnxruntime,litert")
+    parser.add_argument("--whole-model", action="store_true",
+                        help="time whole Slide-Swin-T models (ONNX Runtime, each form) instead of single layers")
     parser.add_argument("--no-docs", dest="docs", action="store_false")
     args = parser.parse_args(argv)
+    if args.whole_model:
+        return main_whole_model(args)
     common.limit_threads(args.threads)
     engines = args.engines.split(",")
     start = time.perf_counter()
@@ -193,6 +221,32 @@ def main(argv: List[str] = None) -> int:
     if args.docs:
         common.update_docs_section("slide-attention-forms", f"```sh\n{command}\n```\n\n{env} Section wall time "
                                    f"{time.perf_counter() - start:.0f} s.\n\n{table}\n\n{note}")
+    return 0
+
+
+def main_whole_model(args: argparse.Namespace) -> int:
+    """Slide-Swin-T with each form vs Swin-T window attention, ONNX Runtime fp32, interleaved."""
+    common.limit_threads(args.threads)
+    start = time.perf_counter()
+    shape = (1, 3, 224, 224)
+    targets = [common.runtime_target(name, common.export_onnx(module, common.cache_path(
+        f"slide_swin_tiny-{name}", ".onnx", module), shape), "onnxruntime", args.threads)
+        for name, module in whole_models().items() if name not in ("correlation",)]
+    result = common.measure(targets, args.warmup, args.runs)
+    rows = [{"form": row["label"], "p50_ms": row["p50_ms"], "p90_ms": row["p90_ms"],
+             "vs_window": result.round_ratio(row["label"], "window"),
+             "vs_channel_first": result.round_ratio(row["label"], "channel-first")} for row in result.rows]
+    table = common.markdown_table(rows, [("form", "Slide-Swin-T attention form (window: Swin-T)"),
+                                         ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("vs_window", "/ Swin-T window"),
+                                         ("vs_channel_first", "/ channel-first")])
+    env = common.environment_line(result.report, args.threads)
+    command = f"python benchmarks/slide_attention_forms.py --whole-model --runs {args.runs} --threads {args.threads}"
+    note = "Ratios: median over the timed rounds of the ratio within each round; ONNX Runtime fp32, batch 1, 224x224."
+    print(f"\n{env}\n\n{table}\n\n{note}")
+    common.save_json("slide_attention_forms_whole_model", {"command": command, "rows": rows, "report": result.report})
+    if args.docs:
+        common.update_docs_section("slide-attention-forms:whole-model", f"```sh\n{command}\n```\n\n{env} Section wall "
+                                   f"time {time.perf_counter() - start:.0f} s.\n\n{table}\n\n{note}")
     return 0
 
 
