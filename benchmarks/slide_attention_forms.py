@@ -211,15 +211,22 @@ def main(argv: List[str] = None) -> int:
                      "p90_ms": row["p90_ms"], "vs_window": ratio})
     table = common.markdown_table(rows, [("stage", "layer"), ("engine", "engine"), ("form", "form"),
                                          ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("vs_window", "/ window")])
-    env = common.environment_line(result.report, args.threads)
     command = f"python benchmarks/slide_attention_forms.py --runs {args.runs} --threads {args.threads} " \
               f"--engines {args.engines}"
     note = ("`/ window`: latency over the window-attention layer of the same engine and shape "
             "(median of the per-round ratios); fp32, batch 1.")
+    return publish("slide-attention-forms", command, result, rows, table, note, args, start)
+
+
+def publish(section: str, command: str, result: Any, rows: List[Dict[str, Any]], table: str, note: str,
+            args: argparse.Namespace, start: float) -> int:
+    """Print the table, write ``benchmarks/results/<section>.json`` and (unless ``--no-docs``) the docs section."""
+    env = common.environment_line(result.report, args.threads)
     print(f"\n{env}\n\n{table}\n\n{note}")
-    common.save_json("slide_attention_forms", {"command": command, "rows": rows, "report": result.report})
+    common.save_json(section.replace("-", "_").replace(":", "_"), {"command": command, "rows": rows,
+                                                                   "report": result.report})
     if args.docs:
-        common.update_docs_section("slide-attention-forms", f"```sh\n{command}\n```\n\n{env} Section wall time "
+        common.update_docs_section(section, f"```sh\n{command}\n```\n\n{env} Section wall time "
                                    f"{time.perf_counter() - start:.0f} s.\n\n{table}\n\n{note}")
     return 0
 
@@ -239,15 +246,9 @@ def main_whole_model(args: argparse.Namespace) -> int:
     table = common.markdown_table(rows, [("form", "Slide-Swin-T attention form (window: Swin-T)"),
                                          ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("vs_window", "/ Swin-T window"),
                                          ("vs_channel_first", "/ channel-first")])
-    env = common.environment_line(result.report, args.threads)
     command = f"python benchmarks/slide_attention_forms.py --whole-model --runs {args.runs} --threads {args.threads}"
     note = "Ratios: median over the timed rounds of the ratio within each round; ONNX Runtime fp32, batch 1, 224x224."
-    print(f"\n{env}\n\n{table}\n\n{note}")
-    common.save_json("slide_attention_forms_whole_model", {"command": command, "rows": rows, "report": result.report})
-    if args.docs:
-        common.update_docs_section("slide-attention-forms:whole-model", f"```sh\n{command}\n```\n\n{env} Section wall "
-                                   f"time {time.perf_counter() - start:.0f} s.\n\n{table}\n\n{note}")
-    return 0
+    return publish("slide-attention-forms:whole-model", command, result, rows, table, note, args, start)
 
 
 if __name__ == "__main__":
