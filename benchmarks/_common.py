@@ -141,9 +141,9 @@ def cache_path(name: str, suffix: str, module: Any) -> Path:
 
     import torch
 
-    sources = {Path(inspect.getsourcefile(type(m))) for m in module.modules()
-               if type(m).__module__.startswith("slidelite.zoo")}
-    sources |= {ROOT / "convert" / "onnx_export.py", ROOT / "convert" / "quantize.py"}
+    sources = {Path(inspect.getsourcefile(cls)) for m in module.modules() for cls in type(m).__mro__
+               if cls.__module__.startswith("slidelite.zoo")}  # base classes too: a subclass runs their forward
+    sources |= {ROOT / "convert" / name for name in ("onnx_export.py", "quantize.py", "tflite_graph.py", "tflite_export.py")}
     digest = hashlib.sha256(torch.__version__.encode())
     for source in sorted(sources):
         digest.update(source.read_bytes())
@@ -258,6 +258,13 @@ class Measurement:
         """``stat`` (p50 by default) of ``slower`` over that of ``faster`` (how many times faster ``faster`` is)."""
         return self.row(slower)[stat] / self.row(faster)[stat]
 
+    def round_ratio(self, slower: str, faster: str) -> float:
+        """The median over the timed rounds of ``slower``'s latency / ``faster``'s in the same round (pairs runs
+        made moments apart, so a load change between rounds cancels out)."""
+        import numpy as np
+
+        return float(np.median(np.array(self.row(slower)["samples_ms"]) / np.array(self.row(faster)["samples_ms"])))
+
 
 def measure(targets: Sequence[Any], warmup: int, runs: int, min_seconds: float = 0.0,
             progress: bool = True) -> Measurement:
@@ -276,12 +283,13 @@ def measure(targets: Sequence[Any], warmup: int, runs: int, min_seconds: float =
     device["loadavg_before"] = load_before
     report = build_report(targets, settings, schedule, device)
     rows = []
-    for section in report["targets"]:
+    for target, section in zip(targets, report["targets"]):
         stats = section["latency_ms"]
         rows.append({"label": section["label"], "engine": section["backend"].get("name"),
                      "p50_ms": stats["p50"], "mean_ms": stats["mean"], "p90_ms": stats["p90"],
                      "min_ms": stats["min"], "max_ms": stats["max"], "runs": stats["count"],
-                     "first_ms": section["first_inference_ms"], "init_ms": section["init_ms"]})
+                     "first_ms": section["first_inference_ms"], "init_ms": section["init_ms"],
+                     "samples_ms": list(target.samples_ms)})
     return Measurement(report, rows)
 
 
@@ -345,11 +353,19 @@ def cpu_simd() -> str:
 def environment_line(report: Dict[str, Any], threads: int) -> str:
     """One line saying where and under which load the numbers were measured."""
     device = report["device"]
-    return (f"Measured {device['measured_at']} on {device['cpu_model']} ({device['machine']}, "
+    return (f"Measured {device['measured_at']} on {device['cpu_model']} ({device['machine']}, SIMD: {simd_line()}, "
             f"{device['cores_logical']} logical cores, {device['os']}), Python {device['python']}, "
             f"numpy {device['numpy']}, slidelite {device['slidelite']} (git {str(device['git_commit'])[:12]}); "
             f"{threads} threads, batch 1; 1-minute load average {device['loadavg_before'][0]:.2f} before / "
             f"{device['loadavg_after'][0]:.2f} after (other jobs share these cores).")
+
+
+def simd_line() -> str:
+    """The CPU's SIMD features that decide fp32/int8 kernel speed (AVX2/AVX-512/VNNI, NEON/dot product), with
+    the converter's ``--target`` for this CPU: printed beside every table."""
+    from slidelite.convert.targets import cpu_features, host_target
+
+    return f"{' '.join(cpu_features()) or 'none read'} (target {host_target()})"
 
 
 def plot_bars(path: Path, title: str, rows: Sequence[Dict[str, Any]]) -> Optional[Path]:

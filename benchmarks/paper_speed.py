@@ -64,13 +64,21 @@ def ort_candidates(names: Dict[str, str], threads: int) -> Tuple[List[Any], Dict
     return [common.runtime_target(label, path, "onnxruntime", threads) for label, path in paths.items()], flops
 
 
+def litert_candidates(names: Dict[str, str], threads: int) -> List[Any]:
+    """LiteRT fp32 candidates ``"<label> LiteRT"`` for ``{label: zoo name}``: the converter's TFLite export."""
+    paths = {label: tflite_files(name, [])["fp32"] for label, name in names.items()}
+    return [common.runtime_target(f"{label} LiteRT", path, "litert", threads) for label, path in paths.items()]
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One of the paper's claims as measured here: the figure from the p50 latencies (judged against the
-    goal) and the same figure from the fastest run of each candidate (the least disturbed runs)."""
+    """One of the paper's claims as measured here: the median over the timed rounds of the ratio within each
+    round (judged against the goal: the two runs of a round are moments apart, so load changes between rounds
+    cancel), the same figure from the p50 latencies, and from the fastest run of each candidate."""
 
     text: str
     value: float
+    p50s: float
     best_runs: float
     goal: float
     higher_is_better: bool = True
@@ -86,8 +94,8 @@ class Claim:
 def latency_claim(result: Any, text: str, slower: str, faster: str, goal: float, higher_is_better: bool = True,
                   paper: str = "-") -> Claim:
     """The claim "``faster`` is ``goal`` times faster than ``slower``" (latency of ``slower`` / ``faster``)."""
-    return Claim(text, result.ratio(slower, faster), result.ratio(slower, faster, "min_ms"), goal, higher_is_better,
-                 paper)
+    return Claim(text, result.round_ratio(slower, faster), result.ratio(slower, faster),
+                 result.ratio(slower, faster, "min_ms"), goal, higher_is_better, paper)
 
 
 # ------------------------------------------------------------------------------------------- sections
@@ -98,15 +106,20 @@ def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
     names = {"Slide-Swin-T": "slide_swin_tiny", "Slide-Swin-T Im2Col": "slide_swin_tiny_im2col",
              "Swin-T window": "swin_tiny_window"}
     targets, flops = ort_candidates(names, args.threads)
+    litert = {label: name for label, name in names.items() if "Im2Col" not in label}  # unfold: no TFLite export
+    targets += litert_candidates(litert, args.threads)
     sgemm, mlas = f"numpy sgemm {SGEMM_SIZE}", f"ORT MatMul {SGEMM_SIZE}"
     flops[sgemm] = flops[mlas] = 2.0 * SGEMM_SIZE ** 3
     targets += [common.sgemm_target(SGEMM_SIZE, sgemm),
                 common.runtime_target(mlas, common.matmul_onnx(SGEMM_SIZE), "onnxruntime", args.threads)]
     result = common.measure(targets, args.warmup, args.runs)
     for row in result.rows:
-        row["gflop"] = flops[row["label"]] / 1e9
-        row["gflop_per_s"] = flops[row["label"]] / row["p50_ms"] / 1e6
+        if row["label"] in flops:
+            row["gflop"] = flops[row["label"]] / 1e9
+            row["gflop_per_s"] = flops[row["label"]] / row["p50_ms"] / 1e6
     for row in result.rows:
+        if row["label"] not in flops:
+            continue
         row["of_numpy_sgemm"] = row["gflop_per_s"] / result.row(sgemm)["gflop_per_s"]
         row["of_ort_matmul"] = row["gflop_per_s"] / result.row(mlas)["gflop_per_s"]
     import numpy as np
@@ -114,14 +127,17 @@ def section_attention(args: argparse.Namespace) -> Dict[str, Any]:
     example = np.random.default_rng(0).standard_normal(INPUT, dtype=np.float32)
     profile, profiles = common.op_profile({label: onnx_fp32(name) for label, name in names.items()}, example,
                                           args.threads)
-    fraction = {ceiling: (result.ratio(ceiling, "Slide-Swin-T") * flops["Slide-Swin-T"] / flops[ceiling],
-                          result.ratio(ceiling, "Slide-Swin-T", "min_ms") * flops["Slide-Swin-T"] / flops[ceiling])
+    fraction = {ceiling: tuple(ratio * flops["Slide-Swin-T"] / flops[ceiling] for ratio in (
+                    result.round_ratio(ceiling, "Slide-Swin-T"), result.ratio(ceiling, "Slide-Swin-T"),
+                    result.ratio(ceiling, "Slide-Swin-T", "min_ms")))
                 for ceiling in (sgemm, mlas)}
     claims = [
         latency_claim(result, "1. Im2Col / Slide latency (Slide is this many times faster)", "Slide-Swin-T Im2Col",
                       "Slide-Swin-T", GOALS["im2col"], paper="3.7-3.9x on iPhone 12"),
         latency_claim(result, "2. Slide / Swin-T window latency", "Slide-Swin-T", "Swin-T window", GOALS["window"],
                       higher_is_better=False, paper="about 1x"),
+        latency_claim(result, "2'. Slide / Swin-T window latency, LiteRT", "Slide-Swin-T LiteRT",
+                      "Swin-T window LiteRT", GOALS["window"], higher_is_better=False, paper="about 1x"),
         Claim("5. Slide-Swin-T GFLOP/s / numpy sgemm GFLOP/s", *fraction[sgemm], GOALS["roofline"]),
         Claim("5'. Slide-Swin-T GFLOP/s / ORT MatMul GFLOP/s", *fraction[mlas], GOALS["roofline"]),
     ]
@@ -141,17 +157,22 @@ def section_pvt(args: argparse.Namespace) -> Dict[str, Any]:
     names = {"PVT-T": "pvt_tiny", "Slide-PVT-T": "slide_pvt_tiny", "PVT-S": "pvt_small",
              "Slide-PVT-S": "slide_pvt_small"}
     targets, flops = ort_candidates(names, args.threads)
+    targets += litert_candidates(names, args.threads)
     result = common.measure(targets, args.warmup, args.runs)
     for row in result.rows:
-        cfg = get_pretrained_cfg(names[row["label"]])
+        label = row["label"].removesuffix(" LiteRT")
+        cfg = get_pretrained_cfg(names[label])
+        row["engine"] = "LiteRT" if label != row["label"] else "ONNX Runtime"
         row["paper_top1"], row["paper_gflops"] = cfg.paper_top1, cfg.paper_gflops
-        row["gflop"] = flops[row["label"]] / 1e9
+        row["gflop"] = flops[label] / 1e9
     claims = [latency_claim(result, f"3. PVT-{size} / Slide-PVT-{size} latency (> 1: Slide faster)", f"PVT-{size}",
                             f"Slide-PVT-{size}", 1.0, paper=f"faster at higher top-1 "
                             f"({result.row(f'Slide-PVT-{size}')['paper_top1']} vs {result.row(f'PVT-{size}')['paper_top1']})")
               for size in ("T", "S")]
+    claims += [latency_claim(result, f"3'. PVT-{size} / Slide-PVT-{size} latency, LiteRT", f"PVT-{size} LiteRT",
+                             f"Slide-PVT-{size} LiteRT", 1.0, paper="faster") for size in ("T", "S")]
     return {"measurement": result, "claims": claims,
-            "columns": [("label", "model (ONNX Runtime fp32)"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+            "columns": [("label", "model (fp32)"), ("engine", "engine"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
                         ("mean_ms", "mean ms"), ("gflop", "GFLOP (graph)"), ("paper_gflops", "paper GFLOPs"),
                         ("paper_top1", "paper top-1 %")]}
 
@@ -187,8 +208,10 @@ def section_engines(args: argparse.Namespace) -> Dict[str, Any]:
 
 def tflite_files(name: str, recipes: List[str]) -> Dict[str, Path]:
     """``{"fp32": path, "int8 RECIPE": path, ...}``: ``.tflite`` files of ``name`` made with the converter's
-    TFLite steps (NHWC RGB 0..255 input adapter, litert-torch export, int8 recipes calibrated on real photos)."""
+    TFLite steps (its TFLite layout, NHWC RGB 0..255 input adapter, litert-torch export, int8 recipes calibrated
+    on real photos)."""
     from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
+    from slidelite.convert.tflite_graph import tflite_form
     from slidelite.convert.tflite_quantize import get_tflite_recipe, quantize_tflite
     from slidelite.zoo import get_pretrained_cfg
 
@@ -196,7 +219,7 @@ def tflite_files(name: str, recipes: List[str]) -> Dict[str, Path]:
     cfg = get_pretrained_cfg(name)
     fp32 = common.cache_path(name, ".fp32.tflite", module)
     if not fp32.exists():
-        adapter = image_input_adapter(module, cfg.mean, cfg.std, cfg.input_size[0])
+        adapter = image_input_adapter(tflite_form(module), cfg.mean, cfg.std, cfg.input_size[0])
         common.publish_file(fp32, lambda partial: export_tflite(adapter, partial, nhwc_rgb_shape(INPUT[2:])))
     files = {"fp32": fp32}
     for recipe in recipes:
@@ -239,10 +262,10 @@ def publish(section: str, outcome: Dict[str, Any], args: argparse.Namespace, sec
     result = outcome["measurement"]
     title, _ = SECTIONS[section]
     table = common.markdown_table(result.rows, outcome["columns"])
-    claims = "\n".join(f"| {c.text} | {c.value:.3f} | {c.best_runs:.3f} | {c.status} | {c.paper} |"
+    claims = "\n".join(f"| {c.text} | {c.value:.3f} | {c.p50s:.3f} | {c.best_runs:.3f} | {c.status} | {c.paper} |"
                        for c in outcome["claims"])
-    claims = ("| claim | measured (p50) | from the fastest runs | goal (judged on p50) | paper |\n"
-              "|---|---|---|---|---|\n" + claims)
+    claims = ("| claim | measured (median of per-round ratios) | from the p50s | from the fastest runs | "
+              "goal (judged on the per-round median) | paper |\n|---|---|---|---|---|---|\n" + claims)
     env = common.environment_line(result.report, args.threads)
     command = f"python benchmarks/paper_speed.py --section {section} --runs {args.runs} --warmup {args.warmup} " \
               f"--threads {args.threads}"

@@ -48,7 +48,9 @@ class ConversionJob:
         calib: folder of calibration / validation images (also used by verify when given).
         int8_recipe: name of the int8 recipe of the format (:mod:`slidelite.convert.quantize`, ONNX;
             :mod:`slidelite.convert.tflite_quantize`, TFLite); None: chosen by what the graph holds
-            (:func:`slidelite.convert.int8_coverage.choose_recipe`).
+            (:func:`slidelite.convert.int8_coverage.choose_recipe`), with ``target``'s MatMul recipe.
+        target: deployment CPU (:data:`slidelite.convert.targets.TARGETS` or ``auto``); picks the MatMul int8
+            recipe when ``int8_recipe`` is None (:func:`slidelite.convert.targets.target_recipe`).
         preprocess: overrides of the pretrained configuration (a user module that declares no input size and
             accepts several needs ``input_size``: :mod:`slidelite.convert.user_model`).
         dynamic_batch: export a dynamic batch axis instead of batch 1.
@@ -77,6 +79,7 @@ class ConversionJob:
     int8: bool = False
     calib: Optional[Path] = None
     int8_recipe: Optional[str] = None
+    target: Optional[str] = None
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     dynamic_batch: bool = False
     opset: int = 20
@@ -135,3 +138,4 @@ class ConversionResult:
     int8_recipe: str = ""  # the recipe run, why it was chosen, the share of weights int8 (empty for fp32)
     report: str = ""
     origin: Tuple[Tuple[str, str], ...] = ()
+    recipe_reason: str = ""  # what --target chose and why (empty without --target)

@@ -32,6 +32,7 @@ from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logi
 from .output import check_output_path, staged_output
 from .quantize import DEFAULT_RECIPE, get_recipe, quantize_onnx
 from .report import format_report, measure_latency
+from .targets import target_recipe
 from .verify import check_fp32, check_int8, compare_logits, torch_logits
 
 
@@ -70,11 +71,14 @@ def convert(job: ConversionJob) -> ConversionResult:
     Raises:
         SlideliteError: a one-line reason; nothing was written to ``job.output``.
     """
-    if job.format == "tflite":
-        return _tflite_route()(job)
-    if job.format != "onnx":
+    if job.format not in ("onnx", "tflite"):
         raise ConversionError(f"unknown --format '{job.format}'; choose onnx or tflite")
-    return convert_onnx(job)
+    _, reason = target_recipe(job)  # an unknown --target fails here, before any work
+    result = _tflite_route()(job) if job.format == "tflite" else convert_onnx(job)
+    if reason:
+        result.recipe_reason = reason
+        result.report = format_report(result)
+    return result
 
 
 def _tflite_route():
@@ -132,7 +136,8 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
             check_fp32(fp32_parity, str(job.output))
         final, int8_parity, choice, int8_fraction = fp32, None, None, 0.0
         if job.int8:
-            choice = choose_recipe(job.int8_recipe, DEFAULT_RECIPE, "onnx", onnx_weight_shares(fp32))
+            choice = choose_recipe(job.int8_recipe, target_recipe(job)[0] or DEFAULT_RECIPE, "onnx",
+                                   onnx_weight_shares(fp32))
             recipe = get_recipe(choice.name)
             with _step(bar, f"int8 ({recipe.name})"):
                 if recipe.int8_storage:

@@ -89,6 +89,8 @@ def format_report(result: "ConversionResult") -> str:
         a = result.int8_agreement
         rows.append(("int8 vs torch", f"top-1 agreement {a['top1_agreement']:.3f}, cos {a['cosine']:.4f} "
                                       f"({a['images']} images)"))
+    if result.recipe_reason:
+        rows.append(("int8 target", result.recipe_reason))
     lat = result.latency_ms
     if lat:
         text = ", ".join(f"{label} {ms:.1f} ms" for label, ms in lat.items())

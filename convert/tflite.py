@@ -31,6 +31,7 @@ from .model_metadata import build_metadata
 from .output import check_output_path, staged_output
 from .pipeline import validation_set
 from .report import format_report
+from .targets import target_recipe
 from .tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
 from .tflite_metadata import embed_tflite_metadata, writer_python
 from .tflite_quantize import DEFAULT_RECIPE, calibration_warning, get_tflite_recipe, quantize_tflite
@@ -97,7 +98,8 @@ def convert_tflite(job: ConversionJob) -> ConversionResult:
         check_fp32(fp32_parity, str(job.output))
         final, final_logits, int8_parity, choice, int8_fraction = fp32, fp32_logits, None, None, 0.0
         if job.int8:
-            choice = choose_recipe(job.int8_recipe, DEFAULT_RECIPE, "tflite", tflite_weight_shares(fp32.read_bytes()))
+            choice = choose_recipe(job.int8_recipe, target_recipe(job)[0] or DEFAULT_RECIPE, "tflite",
+                                   tflite_weight_shares(fp32.read_bytes()))
             recipe = get_tflite_recipe(choice.name)
             if recipe.full_integer:  # dynamic-int8 only validates on the images
                 warnings += [w for w in [calibration_warning(len(images))] if w]

@@ -1,9 +1,9 @@
 """Step 3a (TFLite): rewrite the re-parameterized classifier into the layout XNNPACK runs fastest.
 
 The zoo's deployed Slide attention (:meth:`slidelite.zoo.SlideAttention.reparameterize`) computes every
-neighbourhood key and value with ONE depthwise convolution of channel multiplier ka^2 (9), then two
-batched matrix products per pixel and head. Measured in LiteRT (``benchmarks/tflite_int8.py``, per-op
-profile, docs/tflite.md), that form is slow in TFLite:
+neighbourhood key and value with depthwise convolutions of channel multiplier ka^2 (9). Measured in LiteRT
+(``benchmarks/tflite_int8.py``, per-op profile, docs/tflite.md) for the earlier deployed form (one such
+convolution, then two batched matrix products per pixel and head), that is slow in TFLite:
 
 * XNNPACK's fast depthwise kernels need channel multiplier 1; multiplier 9 runs as a grouped GEMM with
   K = N = 9 (the largest single op of Slide-Swin-T in fp32);
@@ -54,7 +54,8 @@ class PerOffsetSlideAttention(nn.Module):
     """A deployed :class:`SlideAttention` computed offset by offset (see the module docstring).
 
     Args:
-        attn: a re-parameterized Slide attention; its ``qkv``, ``proj`` and merged ``kv_conv`` are shared.
+        attn: a re-parameterized Slide attention; its ``qkv`` and ``proj`` are shared, the kernels of its
+            ``k_conv`` and ``v_conv`` are regrouped by offset.
     """
 
     def __init__(self, attn: SlideAttention) -> None:
@@ -62,9 +63,10 @@ class PerOffsetSlideAttention(nn.Module):
         C, kk, ka = attn.dim, attn.ka * attn.ka, attn.ka
         self.dim, self.num_heads, self.head_dim, self.ka = C, attn.num_heads, attn.head_dim, ka
         self.qkv, self.proj = attn.qkv, attn.proj
-        # kv_conv output channel c * kk + j (c over k then v) holds offset j of channel c
-        weight = attn.kv_conv.weight.detach().reshape(2 * C, kk, 1, ka, ka)
-        bias = attn.kv_conv.bias.detach().reshape(2 * C, kk)
+        # output channel c * kk + j of k_conv / v_conv holds offset j of channel c (here c over k then v)
+        convs = (attn.k_conv, attn.v_conv)
+        weight = torch.cat([conv.weight.detach() for conv in convs]).reshape(2 * C, kk, 1, ka, ka)
+        bias = torch.cat([conv.bias.detach() for conv in convs]).reshape(2 * C, kk)
         self.register_buffer("shift_weight", weight.transpose(0, 1).contiguous())  # (kk, 2C, 1, ka, ka)
         self.register_buffer("shift_bias", bias.transpose(0, 1).contiguous())      # (kk, 2C)
 

@@ -73,7 +73,8 @@ class Im2ColSlideAttention(SlideAttention):
         if self.deployed:
             return
         super().reparameterize()
-        self.kv_conv = Im2ColConv2d.from_conv(self.kv_conv)
+        self.k_conv = Im2ColConv2d.from_conv(self.k_conv)
+        self.v_conv = Im2ColConv2d.from_conv(self.v_conv)
 
     @classmethod
     def from_slide_attention(cls, attn: SlideAttention) -> "Im2ColSlideAttention":

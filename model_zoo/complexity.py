@@ -6,9 +6,10 @@ convolution with :class:`torch.utils.flop_counter.FlopCounterMode` (which counts
 the total. Element-wise work (softmax, normalization, activations, additions) is not counted -- the same
 choice as fvcore/mmcv's counters used by those papers.
 
-Slide attention is measured in its deployed (re-parameterized) form, where neighbourhood logits and the
-weighted sum are matrix products; its training form computes them element-wise, which no counter of this
-convention would see. Models are measured on the ``meta`` device when built there: no arithmetic runs.
+Slide attention is measured in its deployed (re-parameterized) form: the k and v depthwise convolutions count
+ka^2 MACs per output; the neighbourhood logits and the weighted sum (ka^2 MACs each per channel and pixel) are
+element-wise products there, as in the training form, so this convention does not count them (about 0.4 % of
+Slide-Swin-T). Models are measured on the ``meta`` device when built there: no arithmetic runs.
 
 Run ``python -m slidelite.zoo.complexity`` to print the zoo table (docs/zoo.md).
 """

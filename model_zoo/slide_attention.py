@@ -18,11 +18,14 @@ Both branches are linear in k and share the input, so training computes the sum 
 the summed kernels and biases, over k and v in one call (the same values and the same gradients for
 ``dep_conv1`` and the biases, at half the convolution work of running the branches separately).
 For the same reason :meth:`SlideAttention.reparameterize` merges them into one
-convolution (weights summed, biases summed), also folding the q scale into the qkv projection and the
-relative-position term into the key bias. The inference form then runs one depthwise convolution
-(channel multiplier ka^2, over k and v of all heads at once), one batched matmul for the logits, one
-native softmax over the last axis and one batched matmul for the output, using tensors of at most
-4 dimensions (TFLite/XNNPACK/NNAPI/ORT-mobile friendly).
+convolution per tensor (weights summed, biases summed), also folding the q scale into the qkv projection
+and the relative-position term into the key bias. The inference form is channel-first: one transpose of
+the qkv map to (B, 3C, H, W), one depthwise convolution for k and one for v (channel multiplier ka^2,
+groups C, shared kernels repeated over the heads), the logits as an element-wise product with q and a
+sum over the head's channels, a softmax over the ka^2 axis (written out: max, exp, sum, divide), the output as a product and a sum over that
+axis, and one transpose back. Measured in ONNX Runtime (``benchmarks/slide_attention_forms.py``) this form
+is about twice as fast as the earlier per-pixel batched-matmul form; TFLite rewrites it per offset
+(``convert/tflite_graph.py``), the layout XNNPACK runs fastest.
 """
 from __future__ import annotations
 
@@ -75,7 +78,8 @@ class SlideAttention(nn.Module):
         self.dep_conv.weight = nn.Parameter(one_hot_shift_kernels(ka, self.head_dim), requires_grad=False)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(1, num_heads, 1, ka * ka, 1, 1))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.kv_conv: nn.Conv2d | None = None
+        self.k_conv: nn.Conv2d | None = None
+        self.v_conv: nn.Conv2d | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over (B, H, W, C) and return (B, H, W, C)."""
@@ -101,37 +105,33 @@ class SlideAttention(nn.Module):
                         padding=self.ka // 2, groups=self.head_dim)
 
     def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
-        """The re-parameterized form: one depthwise conv for k and v, tensors of rank <= 4."""
+        """The re-parameterized, channel-first form: one transpose in and out, one depthwise conv each for k and v."""
         B, H, W, C = x.shape
         heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
-        qkv = self.qkv(x)                                            # (B, H, W, 3C): q|k|v, q pre-scaled
-        q = qkv[..., :C].reshape(B * H * W, heads, 1, hd)
-        kv = qkv[..., C:].permute(0, 3, 1, 2)                        # (B, 2C, H, W)
-        kv = self.kv_conv(kv).permute(0, 2, 3, 1)                    # (B, H, W, 2C*kk): (kv, head, d, j)
-        kv = kv.reshape(B * H * W, 2 * heads, hd, kk)
-        k, v = kv[:, :heads], kv[:, heads:]                          # (N, heads, hd, kk)
-        attn = torch.matmul(q, k).softmax(dim=-1)                    # (N, heads, 1, kk)
-        out = torch.matmul(attn, v.transpose(-1, -2))                # (N, heads, 1, hd)
-        return self.proj(out.reshape(B, H, W, C))
+        N = B * heads                                                    # rank <= 4: batch and heads merged
+        f = self.qkv(x).permute(0, 3, 1, 2)                              # (B, 3C, H, W): q|k|v, q pre-scaled
+        q = f[:, :C].reshape(N, hd, 1, H * W)
+        k = self.k_conv(f[:, C:2 * C]).reshape(N, hd, kk, H * W)         # (channel, offset j) per head
+        logits = (q * k).sum(1, keepdim=True)                            # (N, 1, kk, HW)
+        # softmax over kk written out: ONNX Runtime transposes for a Softmax on a non-last axis (measured
+        # 0.81x the layer time at stage 1 of Slide-Swin-T written out, 1.01x at stage 2)
+        e = (logits - logits.amax(dim=2, keepdim=True)).exp()
+        attn = e / e.sum(dim=2, keepdim=True)
+        v = self.v_conv(f[:, 2 * C:]).reshape(N, hd, kk, H * W)
+        out = (attn * v).sum(2).reshape(B, C, H, W)
+        return self.proj(out.permute(0, 2, 3, 1))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        """Merge the shift and deformed branches into one conv; fold q scale and position term; go to inference form."""
+        """Merge the shift and deformed branches into one conv for k and one for v; fold q scale and position term."""
         if self.deployed:
             return
         C, heads, hd, kk = self.dim, self.num_heads, self.head_dim, self.ka * self.ka
-        weight = self.dep_conv.weight + self.dep_conv1.weight          # (hd*kk, 1, ka, ka)
-        bias = self.dep_conv.bias + self.dep_conv1.bias                # (hd*kk,)
-        # one depthwise conv over the 2C channels (k then v, head-major): multiplier kk
-        kv_weight = weight.reshape(1, hd * kk, 1, self.ka, self.ka).repeat(2 * heads, 1, 1, 1, 1)
-        kv_bias = bias.reshape(1, 1, hd, kk).repeat(2, heads, 1, 1)
+        weight = (self.dep_conv.weight + self.dep_conv1.weight).repeat(heads, 1, 1, 1)  # (C*kk, 1, ka, ka)
+        bias = (self.dep_conv.bias + self.dep_conv1.bias).reshape(1, hd, kk).repeat(heads, 1, 1)
         pos = self.relative_position_bias_table.reshape(heads, 1, kk)  # added to keys, broadcast over d
-        kv_bias[0] += pos
-        kv_conv = nn.Conv2d(2 * C, 2 * C * kk, self.ka, padding=self.ka // 2, groups=2 * C, bias=True,
-                            device=weight.device, dtype=weight.dtype)  # no float32 round trip for float64 models
-        kv_conv.weight.copy_(kv_weight.reshape(2 * C * kk, 1, self.ka, self.ka))
-        kv_conv.bias.copy_(kv_bias.reshape(-1))
-        self.kv_conv = kv_conv
+        self.k_conv = self._depthwise(weight, (bias + pos).reshape(-1))
+        self.v_conv = self._depthwise(weight, bias.reshape(-1))
         # the official layout of the qkv output is (head, q/k/v, d); reorder rows to (q/k/v, head, d)
         self.qkv.weight.copy_(self.qkv.weight.reshape(heads, 3, hd, C).transpose(0, 1).reshape(3 * C, C))
         self.qkv.weight[:C] *= self.scale
@@ -140,6 +140,15 @@ class SlideAttention(nn.Module):
             self.qkv.bias[:C] *= self.scale
         del self.dep_conv, self.dep_conv1, self.relative_position_bias_table
         self.deployed = True
+
+    def _depthwise(self, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+        """A (C -> C * ka^2) depthwise conv holding ``weight``/``bias`` in their dtype and device (no float32
+        round trip for float64 models)."""
+        conv = nn.Conv2d(self.dim, weight.shape[0], self.ka, padding=self.ka // 2, groups=self.dim, bias=True,
+                         device=weight.device, dtype=weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+        return conv
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, ka={self.ka}, deployed={self.deployed}"

@@ -130,7 +130,7 @@ def test_im2col_conv_refuses_other_convolutions():
 def test_im2col_attention_keeps_im2col_after_reparameterize():
     attn = _module(Im2ColSlideAttention, 8, 2, 3)
     attn.reparameterize()
-    assert isinstance(attn.kv_conv, Im2ColConv2d)
+    assert isinstance(attn.k_conv, Im2ColConv2d) and isinstance(attn.v_conv, Im2ColConv2d)
     assert not any(type(m) is torch.nn.Conv2d for m in attn.modules())
 
 
@@ -163,3 +163,43 @@ def test_training_form_gives_the_two_branch_sum_and_its_gradients():
             assert (fused_grads[name] - param.grad).abs().max() < 1e-9, name
     assert set(fused_grads) == {n for n, p in two_branch.named_parameters() if p.grad is not None}
     assert "dep_conv1.weight" in fused_grads and "dep_conv.weight" not in fused_grads
+
+
+@pytest.mark.parametrize("dim, heads, H, W", [(96, 3, 14, 14), (32, 1, 7, 9)])
+def test_deployed_form_in_onnx_runtime_equals_the_training_form_float32(dim, heads, H, W, tmp_path):
+    """The channel-first deployed form, exported the converter's way and run in ONNX Runtime (the deploy
+    engine), stays within 1e-5 of the zoo's two-branch training form in float32 at Slide-Swin-T's stage-1 width."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from slidelite.convert.onnx_export import export_onnx, simplify_onnx
+
+    torch.manual_seed(0)
+    attn = randomize_slide_branches(SlideAttention(dim, heads).eval(), 0)
+    x = torch.randn(1, H, W, dim)
+    with torch.no_grad():
+        trained = attn(x).numpy()
+        attn.reparameterize()
+    path = tmp_path / "attn.onnx"
+    export_onnx(attn, path, tuple(x.shape))
+    simplify_onnx(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    deployed = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(deployed - trained).max() <= 1e-5
+    import onnx
+
+    convs = [node for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
+    assert len(convs) == 2  # k and v, each one depthwise conv
+
+
+def test_deployed_form_runs_k_and_v_as_separate_channel_first_depthwise_convs():
+    """Structure of the deployed form: one C -> C*ka^2 depthwise conv each for k (position term in its bias)
+    and v, sharing the merged kernel; the training-only parameters are gone."""
+    attn = _module(SlideAttention, 12, 3, 3)
+    table = attn.relative_position_bias_table.detach().reshape(3, 1, 9).clone()
+    attn.reparameterize()
+    for conv in (attn.k_conv, attn.v_conv):
+        assert (conv.in_channels, conv.out_channels, conv.groups) == (12, 108, 12)
+    assert torch.equal(attn.k_conv.weight, attn.v_conv.weight)
+    difference = (attn.k_conv.bias - attn.v_conv.bias).reshape(3, 4, 9)
+    assert torch.allclose(difference, table.expand(3, 4, 9))

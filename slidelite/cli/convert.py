@@ -82,8 +82,11 @@ def _require_extras() -> None:
 @click.option("--int8-recipe", default=None,
               help="int8 recipe of the format: onnx dynamic-matmul, static-qdq-conv, static-qdq-matmul, ...; tflite "
                    "dynamic-int8, dynamic-int8-conv, full-int8; both: weight-only (int8-stored weights, fp32 compute). Default: chosen "
-                   "by the graph (mostly conv: static-qdq-conv / dynamic-int8-conv, else dynamic-matmul / dynamic-int8; "
-                   "docs/converter.md, docs/tflite.md).")
+                   "by the graph (mostly conv: static-qdq-conv / dynamic-int8-conv, else the --target's MatMul recipe, "
+                   "dynamic-matmul / dynamic-int8 without one; docs/converter.md, docs/tflite.md).")
+@click.option("--target", default=None, metavar="x86-avx2|x86-vnni|arm64|arm64-dotprod|generic|auto",
+              help="Deployment CPU: picks the MatMul int8 recipe for it (auto: this machine's SIMD flags) unless "
+                   "--int8-recipe is given; the report says why (docs/converter.md).")
 @click.option("--img-size", type=click.IntRange(min=1), default=None,
               help="Training resolution: a zoo model is built at this size (position tables) and fed square "
                    "images of it (default: from the checkpoint's weights, else the model's); needed for a module:attr "
@@ -115,7 +118,7 @@ def _require_extras() -> None:
 def command(checkpoint_file: Optional[Path], model: Optional[str], checkpoint: Optional[Path],
             num_classes: Optional[int], model_arg: Tuple[str, ...], ema: Optional[bool], labels: Optional[Path],
             allow_duplicate_labels: bool, fmt: str, output: Optional[Path], int8: bool, calib: Optional[Path],
-            int8_recipe: Optional[str], img_size: Optional[int], input_size: Optional[str], mean: Optional[str],
+            int8_recipe: Optional[str], target: Optional[str], img_size: Optional[int], input_size: Optional[str], mean: Optional[str],
             std: Optional[str], crop_pct: Optional[float], interpolation: Optional[str], color_mode: Optional[str],
             dynamic_batch: bool, opset: Optional[int], min_agreement: float, force: bool, overwrite: bool,
             name: Optional[str], threads: int, max_calib_images: int, latency_runs: int,
@@ -140,7 +143,7 @@ def command(checkpoint_file: Optional[Path], model: Optional[str], checkpoint: O
 
     job = ConversionJob(output=output or default_output(checkpoint, model, fmt), model=model, checkpoint=checkpoint,
                         model_args=model_args, ema=ema, labels=labels, allow_duplicate_labels=allow_duplicate_labels,
-                        format=fmt, int8=int8, calib=calib, int8_recipe=int8_recipe,
+                        format=fmt, int8=int8, calib=calib, int8_recipe=int8_recipe, target=target,
                         preprocess=PreprocessOverrides(**overrides), dynamic_batch=dynamic_batch,
                         min_agreement=min_agreement, force=force, overwrite=overwrite, name=name, threads=threads,
                         progress=not quiet, max_calib_images=max_calib_images, latency_runs=latency_runs,
