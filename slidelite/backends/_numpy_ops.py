@@ -307,10 +307,27 @@ def _layer_norm(node: Node, consts: Consts) -> Kernel:
         return layer_norm
 
     def normalized(x: np.ndarray, scale: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-        start = axis % x.ndim - x.ndim  # counted from the end: the row blocks have fewer leading axes
-        return blocked_rows(lambda rows: layer_norm(rows, scale, bias, start)[0], x, int(np.prod(x.shape[start:])))
+        inner = int(np.prod(x.shape[axis % x.ndim:]))
+        return blocked_rows(lambda rows: normalize_rows(rows, inner, scale, bias, eps), x, inner)
 
     return normalized
+
+
+def normalize_rows(x: np.ndarray, inner: int, scale: np.ndarray, bias: Optional[np.ndarray], eps: float) -> np.ndarray:
+    """Layer normalization of ``x`` over its trailing ``inner`` elements, then ``* scale + bias``: the variance
+    is one dot product per row (``einsum``), no squared copy; the other passes are in place on one buffer."""
+    rows = x.reshape(-1, inner)
+    out = rows - np.mean(rows, axis=1, keepdims=True)
+    inv_std = np.einsum("ij,ij->i", out, out)[:, None]
+    inv_std *= x.dtype.type(1.0 / inner)
+    inv_std += x.dtype.type(eps)
+    np.sqrt(inv_std, out=inv_std)
+    out /= inv_std
+    out = out.reshape(x.shape)
+    out *= scale
+    if bias is not None:
+        out += bias
+    return out
 
 
 # --------------------------------------------------------------------------------------------- linear algebra
