@@ -3,8 +3,8 @@ constant weights (see :mod:`._onnx_fusion`): channels are the contiguous axis, s
 
 * a 1x1 convolution is one GEMM: ``(N*H*W, C) @ (C, O)``;
 * a depthwise convolution is one multiply-add per kernel tap (a 3x3 kernel: 9), each over a strided
-  window of the padded image times a contiguous per-channel weight vector, into one preallocated output
-  and one scratch buffer;
+  window of the padded image times a contiguous per-channel weight vector (repeated along the output row
+  for stride 1), into one preallocated output and one scratch buffer;
 * any other (ungrouped) convolution is im2col (the taps' windows concatenated along channels, one copy)
   and one GEMM with the weights laid out ``(kh*kw*C, O)`` once at load.
 
@@ -13,13 +13,17 @@ marked ``_layout=NHWC``; every other Conv keeps :class:`._numpy_ops.Conv2d`.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ._blas_threads import blas_matmul, parallel_ranges
 from ._numpy_ops import BLOCK, OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
 from ._onnx_reader import Node
+
+
+#: largest size of a depthwise convolution's weights repeated along an output row (:meth:`ConvNhwc._row_weights`)
+ROW_WEIGHTS_MAX_BYTES = 1 << 20
 
 
 class ConvNhwc:
@@ -40,6 +44,7 @@ class ConvNhwc:
         self.activation = attrs.get("_activation")
         if self.depthwise:  # (taps, C)
             self.taps = np.ascontiguousarray(weight.reshape(self.out_channels, kh * kw).T)
+            self._row_cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
         else:  # (kh*kw*C, O): the column order of the im2col below
             self.matrix = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, self.out_channels))
 
@@ -72,10 +77,26 @@ class ConvNhwc:
         n, c = x.shape[0], x.shape[3]
         out = np.empty((n, oh, ow, c), x.dtype)
         band = max(1, BLOCK // max(n * ow * c, 1))
-        parallel_ranges(-(-oh // band), lambda lo, hi: self._bands(x, out, band, lo, hi))
+        taps, bias = self._row_weights(ow)
+        parallel_ranges(-(-oh // band), lambda lo, hi: self._bands(x, out, band, lo, hi, taps, bias))
         return out
 
-    def _bands(self, x: np.ndarray, out: np.ndarray, band: int, first: int, last: int) -> None:
+    def _row_weights(self, ow: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The per-tap weights and the bias, repeated along an output row of ``ow`` pixels (built once per
+        width) when the convolution has stride 1 in x and that stays small: a stride-1 window row is one
+        contiguous run of ``ow * C`` values, so numpy's loops then run over whole rows instead of ``C``-long
+        broadcast pieces (about 2x faster with 32 channels, 1.2x with several hundred)."""
+        if self.strides[1] != 1 or self.taps.nbytes * ow > ROW_WEIGHTS_MAX_BYTES:
+            return self.taps, self.bias
+        cached = self._row_cache.get(ow)
+        if cached is None:
+            taps = np.ascontiguousarray(np.broadcast_to(self.taps[:, None, :], (len(self.taps), ow, self.in_channels)))
+            bias = None if self.bias is None else np.ascontiguousarray(np.broadcast_to(self.bias, (ow, self.in_channels)))
+            cached = self._row_cache.setdefault(ow, (taps, bias))
+        return cached
+
+    def _bands(self, x: np.ndarray, out: np.ndarray, band: int, first: int, last: int, taps: np.ndarray,
+               bias: Optional[np.ndarray]) -> None:
         """Depthwise output bands ``first..last-1`` (of ``band`` rows each) into ``out``."""
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         n, oh, ow, c = out.shape
@@ -87,12 +108,12 @@ class ConvNhwc:
                 y0 = r0 * sh + ky * dh
                 window = x[:, y0:y0 + sh * (rows - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
                 if tap == 0:
-                    np.multiply(window, self.taps[0], out=target)
+                    np.multiply(window, taps[0], out=target)
                 else:
-                    np.multiply(window, self.taps[tap], out=tmp)
+                    np.multiply(window, taps[tap], out=tmp)
                     target += tmp
-            if self.bias is not None:
-                target += self.bias
+            if bias is not None:
+                target += bias
             apply_activation(target, self.activation)
 
     def _gemm(self, windows: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
