@@ -140,8 +140,8 @@ def test_two_threads_split_products_bands_and_blocks_without_changing_results(tm
 
 
 def test_depthwise_row_weights_per_width_match_onnxruntime(tmp_path: Path) -> None:
-    """Stride-1 depthwise convolutions (3x3 dilated, 5x5 with bias + ReLU6) repeat their weights along the
-    output row once per input width; a stride-2 one keeps the per-channel vectors. Two widths through one
+    """Depthwise convolutions (3x3 dilated, 5x5 with bias + ReLU6, 3x3 stride 2) repeat their weights along the
+    output row once per input width; a stride-2 one reads its taps from phase images. Two widths through one
     loaded model give onnxruntime's results."""
     from slidelite.backends._numpy_conv_nhwc import ConvNhwc
 
@@ -160,4 +160,4 @@ def test_depthwise_row_weights_per_width_match_onnxruntime(tmp_path: Path) -> No
         x = _f32(1, c, 20, width)
         np.testing.assert_allclose(numpy_backend.run(x), ort_backend.run(x), rtol=1e-4, atol=1e-4)
     convs = [s.kernel for s in numpy_backend._plan._steps if isinstance(s.kernel, ConvNhwc)]
-    assert [sorted(conv._row_cache) for conv in convs] == [[17, 30], [17, 30], []]
+    assert [sorted(conv._row_cache) for conv in convs] == [[17, 30], [17, 30], [9, 15]]
