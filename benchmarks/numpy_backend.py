@@ -29,15 +29,18 @@ MODELS = {  # name -> (zoo architecture, input shape, re-parameterize): exported
 
 
 EXPLANATION = """\
-Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution
-(depthwise: a multiply and an add pass per tap, numpy having no fused multiply-add; 1x1: OpenBLAS GEMMs on
-skinny matrices), Slide-Swin is GEMMs at OpenBLAS speed (about half of the time), the Slide attention's
-shift convolutions (im2col + one small GEMM per channel), Gelu's erf polynomial and the copies behind
-Reshape/Transpose; the Fashion-MNIST micro model is small enough that per-node Python overhead counts.
-With more than one thread the numpy backend splits only large products (by rows), depthwise-convolution
-bands and the blocked elementwise kernels over its threads; the other kernels run on one core, while
-onnxruntime parallelizes every op. On this 2-core VM other jobs share the cores (see the load average),
-which hurts whichever engine waits on a second thread."""
+Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution:
+depthwise about 55% (a multiply and an add pass per tap, numpy having no fused multiply-add; the weights are
+repeated along the output row and strided convolutions read stride**2 phase images, so every pass runs over
+whole contiguous rows) and 1x1 OpenBLAS GEMMs on skinny matrices about 25%. Slide-Swin-T is GEMMs at
+OpenBLAS speed (about 40%), the Slide attention's grouped shift convolutions (im2col + one small GEMM per
+channel, about 28%) and the copies that turn their output channels-last (Reshape, 6%), Gelu (7%, exact, through
+an Abramowitz-Stegun erfc), LayerNormalization and Softmax (3% each). With more than one thread the numpy
+backend splits only large products (by rows), depthwise-convolution bands and the blocked elementwise kernels
+over its threads; the other kernels run on one core, while onnxruntime parallelizes every op. On this 2-core
+VM other jobs share the cores (see the load average): that hurts whichever engine waits on a second thread,
+and the wall-clock p50 of the shortest runs (the micro model) swings several-fold between runs, which is
+why the one-thread CPU time is given too."""
 
 
 def exported(name: str) -> Path:
