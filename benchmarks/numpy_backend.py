@@ -32,7 +32,7 @@ EXPLANATION = """\
 Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution:
 depthwise about 55% (a multiply and an add pass per tap, numpy having no fused multiply-add; the weights are
 repeated along the output row and strided convolutions read stride**2 phase images, so every pass runs over
-whole contiguous rows) and 1x1 OpenBLAS GEMMs on skinny matrices about 25%. Slide-Swin-T is GEMMs at
+whole contiguous rows) and 1x1 OpenBLAS GEMMs on skinny matrices about 38%. Slide-Swin-T is GEMMs at
 OpenBLAS speed (about 40%), the Slide attention's grouped shift convolutions (im2col + one small GEMM per
 channel, about 28%) and the copies that turn their output channels-last (Reshape, 6%), Gelu (7%, exact, through
 an Abramowitz-Stegun erfc), LayerNormalization and Softmax (3% each). With more than one thread the numpy
