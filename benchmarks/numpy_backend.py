@@ -29,15 +29,18 @@ MODELS = {  # name -> (zoo architecture, input shape, re-parameterize): exported
 
 
 EXPLANATION = """\
-Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution
-(depthwise: a multiply and an add pass per tap, numpy having no fused multiply-add; 1x1: OpenBLAS GEMMs on
-skinny matrices), Slide-Swin is GEMMs at OpenBLAS speed (about half of the time), the Slide attention's
-shift convolutions (im2col + one small GEMM per channel), Gelu's erf polynomial and the copies behind
-Reshape/Transpose; the Fashion-MNIST micro model is small enough that per-node Python overhead counts.
-With more than one thread the numpy backend splits only large products (by rows), depthwise-convolution
-bands and the blocked elementwise kernels over its threads; the other kernels run on one core, while
-onnxruntime parallelizes every op. On this 2-core VM other jobs share the cores (see the load average),
-which hurts whichever engine waits on a second thread."""
+Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution:
+depthwise about 55% (a multiply and an add pass per tap, numpy having no fused multiply-add; the weights are
+repeated along the output row and strided convolutions read stride**2 phase images, so every pass runs over
+whole contiguous rows) and 1x1 OpenBLAS GEMMs on skinny matrices about 38%. Slide-Swin-T is GEMMs at
+OpenBLAS speed (about 40%), the Slide attention's grouped shift convolutions (im2col + one small GEMM per
+channel, about 28%) and the copies that turn their output channels-last (Reshape, 6%), Gelu (7%, exact, through
+an Abramowitz-Stegun erfc), LayerNormalization and Softmax (3% each). With more than one thread the numpy
+backend splits only large products (by rows), depthwise-convolution bands and the blocked elementwise kernels
+over its threads; the other kernels run on one core, while onnxruntime parallelizes every op. On this 2-core
+VM other jobs share the cores (see the load average): that hurts whichever engine waits on a second thread,
+and the wall-clock p50 of the shortest runs (the micro model) swings several-fold between runs, which is
+why the one-thread CPU time is given too."""
 
 
 def exported(name: str) -> Path:
@@ -52,6 +55,28 @@ def exported(name: str) -> Path:
     if reparameterize:
         module = reparameterize_model(module).eval()
     return _common.export_onnx(module, _common.cache_path(name, ".fp32.onnx", module), shape)
+
+
+def cpu_time_p50(targets: list, warmup: int, runs: int) -> "list[float]":
+    """Per target, the p50 CPU time (ms) of one run on the calling thread, the targets interleaved per round.
+
+    At one thread both engines compute on the caller's thread, so this is the work each does, without the
+    waits for a core that a loaded machine adds to the wall-clock p50 (those grow faster than linearly with
+    the run's length: a longer run spans more of the scheduler's time slices)."""
+    import time
+
+    import numpy as np
+
+    times: "list[list[float]]" = [[] for _ in targets]
+    for round_ in range(warmup + runs):
+        for target, samples in zip(targets, times):
+            start = time.thread_time()
+            target.run_once()
+            if round_ >= warmup:
+                samples.append((time.thread_time() - start) * 1000.0)
+    for target in targets:
+        target.close()
+    return [float(np.median(samples)) for samples in times]
 
 
 def shipped_onnx() -> "dict[str, Path]":
@@ -89,10 +114,15 @@ def main(argv: "list[str] | None" = None) -> int:
                    "ratio": result.ratio(f"{name} numpy {threads}t", f"{name} onnxruntime {threads}t"),
                    "numpy_init_ms": numpy_row["init_ms"], "onnxruntime_init_ms": ort["init_ms"],
                    "runs": numpy_row["runs"]}
+            if threads == 1:
+                cpu = cpu_time_p50([_common.runtime_target(f"{name} {engine} cpu", path, engine, 1)
+                                    for engine in ("onnxruntime", "numpy")], args.warmup, args.runs)
+                row.update(onnxruntime_cpu_p50_ms=cpu[0], numpy_cpu_p50_ms=cpu[1], cpu_ratio=cpu[1] / cpu[0])
             rows.append(row)
             reports[f"{name} {threads}t"] = result.report
             print(f"{name}: onnxruntime {row['onnxruntime_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms "
-                  f"(p50, batch 1, {threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower [SIMD: {flags}]",
+                  f"(p50, batch 1, {threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower"
+                  + (f"; CPU time {row['cpu_ratio']:.2f}x" if "cpu_ratio" in row else "") + f" [SIMD: {flags}]",
                   flush=True)
 
     _common.save_json("numpy_backend", {"threads": args.threads, "simd": flags, "rows": rows, "reports": reports})
@@ -100,11 +130,18 @@ def main(argv: "list[str] | None" = None) -> int:
         ("model", "model (ONNX)"), ("threads", "threads"), ("onnxruntime_p50_ms", "onnxruntime p50 ms"),
         ("numpy_p50_ms", "numpy p50 ms"), ("ratio", "numpy / onnxruntime"),
         ("onnxruntime_init_ms", "onnxruntime load ms"), ("numpy_init_ms", "numpy load ms"), ("runs", "runs")])
+    cpu_rows = [row for row in rows if "cpu_ratio" in row]
+    cpu_table = _common.markdown_table(cpu_rows, [
+        ("model", "model (ONNX), 1 thread"), ("onnxruntime_cpu_p50_ms", "onnxruntime CPU ms (p50)"),
+        ("numpy_cpu_p50_ms", "numpy CPU ms (p50)"), ("cpu_ratio", "numpy / onnxruntime (CPU time)")])
     threads_args = " ".join(str(t) for t in args.threads)
     body = (f"{table}\n\n{_common.environment_line(next(iter(reports.values())), max(args.threads))} "
             f"CPU SIMD (numpy's detection): {flags}. "
             f"Command: `.venv/bin/python benchmarks/numpy_backend.py --threads {threads_args} --runs {args.runs}"
-            f"{' --no-tiny' if args.no_tiny else ''}`.\n\n{EXPLANATION}")
+            f"{' --no-tiny' if args.no_tiny else ''}`.\n\n"
+            + (f"The work itself, at one thread: CPU time of the calling thread per run (interleaved the same "
+               f"way, after the timed rounds), which leaves out the waits for a core:\n\n{cpu_table}\n\n"
+               if cpu_rows else "") + EXPLANATION)
     print(body)
     if not args.no_docs:
         _common.update_docs_section("numpy-backend", body, _common.ROOT / "docs" / "install.md")

@@ -213,6 +213,8 @@ KERNEL_CASES = {  # name -> (node, runtime input, initializers): option combinat
     "layernorm_axis1": (helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=1, epsilon=1e-3),
                         RNG.standard_normal((2, 3, 4)), {"g": RNG.standard_normal((3, 4)), "b": RNG.standard_normal((3, 4))}),
     "gelu_tanh": (helper.make_node("Gelu", ["x"], ["y"], approximate="tanh"), RNG.standard_normal((3, 9)) * 3, {}),
+    # exact Gelu over the tails and past one block of the blocked kernel
+    "gelu_erf_wide": (helper.make_node("Gelu", ["x"], ["y"]), np.linspace(-12, 12, 3 * 65536 + 7).reshape(1, -1), {}),
 }
 
 
@@ -231,6 +233,25 @@ def test_kernel_options_match_onnxruntime(tmp_path: Path, case: str) -> None:
     got, want = numpy_backend.run(x), ort_backend.run(x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_gelu_erf_matches_math_erf() -> None:
+    """The fast exact Gelu (Abramowitz & Stegun erfc) against float64 ``math.erf``: float32 accuracy."""
+    import math
+
+    from slidelite.backends._numpy_ops import erf, gelu_erf
+
+    x = np.concatenate([np.linspace(-12, 12, 20001), [0.0, 1e-30, -1e-30, 1e-8, -1e-8, 1e30, -1e30]])
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    with np.errstate(all="ignore"):  # as the plan runs kernels: x * x overflows to inf for |x| = 1e30
+        got, got64 = gelu_erf(x.astype(np.float32)), gelu_erf(x)
+    assert got.dtype == np.float32 and got64.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(got64, want, rtol=2e-6, atol=1e-6)
+    visible = np.abs(want) > 1e-30  # float32 flushes the rest of the negative tail to (-)0
+    assert np.array_equal(np.sign(got[visible]), np.sign(want[visible]))
+    small = np.linspace(-6, 6, 2001)
+    np.testing.assert_allclose(erf(small.astype(np.float32)), [math.erf(v) for v in small], atol=1e-6)
 
 
 def test_batch_run_equals_single_runs_and_is_thread_safe(tmp_path: Path) -> None:

@@ -137,3 +137,27 @@ def test_two_threads_split_products_bands_and_blocks_without_changing_results(tm
     want = create_backend(model_file, "onnxruntime", threads=1).run(x)
     np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(two, want, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_row_weights_per_width_match_onnxruntime(tmp_path: Path) -> None:
+    """Depthwise convolutions (3x3 dilated, 5x5 with bias + ReLU6, 3x3 stride 2) repeat their weights along the
+    output row once per input width; a stride-2 one reads its taps from phase images. Two widths through one
+    loaded model give onnxruntime's results."""
+    from slidelite.backends._numpy_conv_nhwc import ConvNhwc
+
+    c = 24
+    inits = {"w1": _f32(c, 1, 3, 3), "w2": _f32(c, 1, 5, 5), "b2": _f32(c), "w3": _f32(c, 1, 3, 3),
+             "lo": np.array(0, np.float32), "hi": np.array(6, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["d1"], group=c, pads=[2, 2, 2, 2], dilations=[2, 2]),
+             helper.make_node("Conv", ["d1", "w2", "b2"], ["d2"], group=c, pads=[2, 2, 2, 2]),
+             helper.make_node("Clip", ["d2", "lo", "hi"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w3"], ["y"], group=c, strides=[2, 2], pads=[1, 1, 1, 1])]
+    path = _save(tmp_path / "dw.onnx", nodes, [1, c, 20, "W"], inits, ["y"])
+    model_file = open_model_file(path)
+    numpy_backend = create_backend(model_file, "numpy", threads=1)
+    ort_backend = create_backend(model_file, "onnxruntime", threads=1)
+    for width in (17, 30):
+        x = _f32(1, c, 20, width)
+        np.testing.assert_allclose(numpy_backend.run(x), ort_backend.run(x), rtol=1e-4, atol=1e-4)
+    convs = [s.kernel for s in numpy_backend._plan._steps if isinstance(s.kernel, ConvNhwc)]
+    assert [sorted(conv._row_cache) for conv in convs] == [[17, 30], [17, 30], [9, 15]]
