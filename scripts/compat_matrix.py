@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,9 @@ class Notes:
         self.messages: List[str] = []
 
     def ref(self, message: str) -> str:
-        """The footnote number of ``message`` (temporary paths shortened to the file name)."""
-        text = message.replace(self.folder + "/", "").removeprefix("error: ")
+        """The footnote number of ``message`` (the model file's path written as FILE, so that files refused
+        alike share a note)."""
+        text = re.sub(r"[\w./-]*\.(onnx|tflite)\b", "FILE", message.replace(self.folder + "/", "")).removeprefix("error: ")
         if text not in self.messages:
             self.messages.append(text)
         return f"[{self.messages.index(text) + 1}](#n{self.messages.index(text) + 1})"

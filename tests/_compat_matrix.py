@@ -46,11 +46,11 @@ FILE_KINDS: Dict[str, Tuple[str, Tuple[str, ...]]] = {  # kind -> (format, conve
     "tflite fp32": ("tflite", ()), "tflite int8": ("tflite", ("--int8",)),
 }
 CHECKPOINT_FORMATS = ("state_dict", "model+epoch", "ddp", "ema", "timm", "official")
-# cells that must run (not only be refused): every fp32 file on its format's engines and on numpy; int8 files on
-# the engine the converter verified them with
-MUST_RUN = {("onnx fp32", "onnxruntime"), ("onnx fp32", "numpy"), ("tflite fp32", "litert"),
-            ("tflite fp32", "tflite"), ("tflite fp32", "numpy"), ("onnx int8", "onnxruntime"),
-            ("tflite int8", "litert")}
+# cells that must run (not only be refused), for every architecture: every file on its format's engines, and
+# every ONNX file and fp32 TFLite file on numpy (int8 TFLite on numpy may be refused: hybrid CONV_2D)
+MUST_RUN = {("onnx fp32", "onnxruntime"), ("onnx fp32", "numpy"), ("onnx int8", "onnxruntime"), ("onnx int8", "numpy"),
+            ("tflite fp32", "litert"), ("tflite fp32", "tflite"), ("tflite fp32", "numpy"),
+            ("tflite int8", "litert"), ("tflite int8", "tflite")}
 FAST = ("-q", "--latency-runs", "0", "--overwrite")
 
 
