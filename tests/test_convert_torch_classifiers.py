@@ -158,7 +158,8 @@ def test_one_channel_first_conv_means_greyscale(user_code, monkeypatch):
 
 
 def _torch_top1(model_name: str, size: Optional[str], images: List[Path]) -> Dict[str, int]:
-    """torch's top-1 per photo, preprocessed by the runtime as the NCHW ONNX metadata of the model says."""
+    """torch's top-1 per photo, preprocessed by the runtime (exact path, as classify is run) as the NCHW ONNX
+    metadata of the model says."""
     loaded = _load(f"{FACTORIES}:{model_name}", **({"input_size": (int(size), int(size))} if size else {}))
     metadata = build_metadata(loaded, tuple(f"class_{i}" for i in range(loaded.num_classes)))
     with torch.no_grad():
@@ -166,7 +167,7 @@ def _torch_top1(model_name: str, size: Optional[str], images: List[Path]) -> Dic
 
 
 def _classify_top1(model: Path, images: List[Path]) -> Dict[str, int]:
-    run = run_cli(["classify", "--model", model, "--json", "--top-k", "1", *images])
+    run = run_cli(["classify", "--model", model, "--json", "--top-k", "1", "--preprocessing", "exact", *images])
     assert run.exit_code == 0, run.stderr
     labels = open_model_file(model).metadata.labels
     return {doc["path"]: labels.index(doc["categories"][0]["label"])
