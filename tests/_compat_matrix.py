@@ -30,6 +30,7 @@ from torch import nn
 
 from tests._cli_fixtures import run_cli
 from tests._compat_probe import probe
+from tests._zoo_fixtures import CHECKPOINT_LAYOUTS, official_config, save_training_checkpoint, wrap_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TFLITE_PYTHON = ROOT / ".venv-tflite" / "bin" / "python"
@@ -192,20 +193,12 @@ def save_checkpoint(model: nn.Module, other: nn.Module, arch: Arch, fmt: str, pa
     """Save ``model`` as checkpoint format ``fmt`` at ``path`` (``other``: the non-EMA weights beside the EMA
     ones); return the convert flags that format needs."""
     state = model.state_dict()
-    if fmt == "state_dict":
-        torch.save(state, path)
-    elif fmt == "model+epoch":
-        torch.save({"model": state, "epoch": 3}, path)
-    elif fmt == "ddp":
-        torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
-    elif fmt == "ema":
-        torch.save({"model": other.state_dict(), "state_dict_ema": state, "epoch": 3}, path)
-        return ("--ema",)
-    elif fmt == "timm":
+    if fmt in CHECKPOINT_LAYOUTS:
+        torch.save(wrap_state_dict(fmt, state, other.state_dict()), path)
+        return ("--ema",) if fmt == "ema" else ()
+    if fmt == "timm":
         torch.save({"state_dict": state, "arch": arch.zoo_name or arch.key, "epoch": 3, "version": 2}, path)
     elif fmt == "official":
-        from tests._zoo_fixtures import official_config, save_training_checkpoint
-
         config = official_config("slide_swin_tiny", img_size=IMG_SIZE, num_classes=10, EMBED_DIM=16,
                                  DEPTHS=[1, 1, 1, 1], NUM_HEADS=[1, 2, 2, 4])
         config.defrost()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -127,3 +127,22 @@ class RankProbe(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.dim() > self.max_rank:
                 self.max_rank, self.worst = t.dim(), f"{func} -> {tuple(t.shape)}"
         return out
+
+
+#: Layouts that training scripts save a state_dict in (:func:`wrap_state_dict`).
+CHECKPOINT_LAYOUTS = ("state_dict", "model+epoch", "ddp", "ema")
+
+
+def wrap_state_dict(layout: str, state: Dict[str, Any], main: Optional[Dict[str, Any]] = None) -> Any:
+    """``state`` as a training script saves it: ``state_dict`` as it is; ``model+epoch`` ``{'model', 'epoch'}``;
+    ``ddp`` ``{'state_dict': {'module.' + key: ...}}``; ``ema`` ``{'model': main, 'state_dict_ema': state}``
+    (``state`` is the EMA copy, ``main`` the other weights)."""
+    if layout == "state_dict":
+        return state
+    if layout == "model+epoch":
+        return {"model": state, "epoch": 3}
+    if layout == "ddp":
+        return {"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 3}
+    if layout == "ema":
+        return {"model": main, "state_dict_ema": state, "epoch": 3}
+    raise ValueError(f"unknown checkpoint layout {layout}")

@@ -30,7 +30,7 @@ from slidelite.model_file import open_model_file
 from slidelite.zoo import create_model
 from slidelite.zoo.shape_inference import choose_img_size
 from tests._cli_fixtures import ROOT, run_cli, run_subprocess
-from tests._zoo_fixtures import official_config, save_training_checkpoint
+from tests._zoo_fixtures import official_config, save_training_checkpoint, wrap_state_dict
 
 pytestmark = pytest.mark.convert
 FAST = ["-q", "--latency-runs", "0"]
@@ -59,14 +59,9 @@ def _save(folder: Path, fmt: str, model: torch.nn.Module) -> Path:
     """Save ``model`` as checkpoint format ``fmt`` in ``folder``."""
     path = folder / f"{fmt}.pth"
     state = model.state_dict()
-    if fmt == "raw":
-        torch.save(state, path)
-    elif fmt == "wrapped":
-        torch.save({"model": state, "epoch": 3}, path)
-    elif fmt == "ddp":
-        torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
-    elif fmt == "ema":
-        torch.save({"model": _ema_of(model), "state_dict_ema": state}, path)  # converted with --ema
+    layouts = {"raw": "state_dict", "wrapped": "model+epoch", "ddp": "ddp", "ema": "ema"}  # ema: with --ema
+    if fmt in layouts:
+        torch.save(wrap_state_dict(layouts[fmt], state, _ema_of(model) if fmt == "ema" else None), path)
     elif fmt == "timm":
         args = argparse.Namespace(model="slide_swin_tiny", num_classes=10, img_size=None, input_size=None, lr=5e-4)
         torch.save({"epoch": 3, "arch": "slide_swin_tiny", "state_dict": state, "args": args, "version": 2}, path)
