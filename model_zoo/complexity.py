@@ -8,8 +8,10 @@ choice as fvcore/mmcv's counters used by those papers.
 
 Slide attention is measured in its deployed (re-parameterized) form: the k and v depthwise convolutions count
 ka^2 MACs per output; the neighbourhood logits and the weighted sum (ka^2 MACs each per channel and pixel) are
-element-wise products there, as in the training form, so this convention does not count them (about 0.4 % of
-Slide-Swin-T). Models are measured on the ``meta`` device when built there: no arithmetic runs.
+products summed over head_dim and over the ka^2 neighbours -- matrix products in all but layout, so they are
+counted too (:func:`_neighbourhood_macs`; the channel-first deployed form writes them as element-wise
+multiply + sum, which the counter alone would miss). Models are measured on the ``meta`` device when built
+there: no arithmetic runs.
 
 Run ``python -m slidelite.zoo.complexity`` to print the zoo table (docs/zoo.md).
 """
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .slide_attention import reparameterize_model
+from .slide_attention import SlideAttention, reparameterize_model
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -40,9 +42,24 @@ def count_flops(model: nn.Module, input_size: Sequence[int]) -> int:
     deployed = reparameterize_model(model)
     x = torch.zeros((1, *input_size), device=next(model.parameters()).device)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        deployed(x)
-    return counter.get_total_flops() // 2
+    neighbourhood = [0]
+    hooks = [m.register_forward_hook(_neighbourhood_macs(neighbourhood)) for m in deployed.modules()
+             if isinstance(m, SlideAttention)]
+    try:
+        with counter, torch.no_grad():
+            deployed(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counter.get_total_flops() // 2 + neighbourhood[0]
+
+
+def _neighbourhood_macs(total: list) -> Any:
+    """A forward hook adding a Slide attention's logits and weighted sum: ka^2 MACs each per channel and pixel."""
+    def hook(module: SlideAttention, inputs: Any, output: Any) -> None:
+        batch, height, width, channels = inputs[0].shape
+        total[0] += 2 * batch * height * width * channels * module.ka * module.ka
+    return hook
 
 
 def meta_model(name: str, **overrides: Any) -> nn.Module:

@@ -168,7 +168,10 @@ def test_missing_empty_and_all_broken_calibration_folders(tmp_path, micro_metada
 def test_export_gives_fused_rank4_graph(micro_onnx):
     ops = onnx_export.op_histogram(micro_onnx)
     assert {"LayerNormalization", "Gelu", "Gemm", "Softmax"} <= set(ops)
-    assert not {"Erf", "ReduceMax", "Exp", "Pow", "Sqrt"} & set(ops), ops
+    assert not {"Erf", "Pow", "Sqrt"} & set(ops), ops  # LayerNorm and Gelu not decomposed
+    # the only ReduceMax/Exp are the Slide layers' softmax over the ka^2 neighbours, written out in the
+    # channel-first deployed form (ONNX Runtime would transpose around a Softmax on a non-last axis)
+    assert ops.get("ReduceMax", 0) == ops.get("Exp", 0) > 0, ops
     assert onnx_export.max_tensor_rank(micro_onnx) == {}
     model = onnx.load(str(micro_onnx))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
