@@ -160,4 +160,4 @@ def test_depthwise_row_weights_per_width_match_onnxruntime(tmp_path: Path) -> No
         x = _f32(1, c, 20, width)
         np.testing.assert_allclose(numpy_backend.run(x), ort_backend.run(x), rtol=1e-4, atol=1e-4)
     convs = [s.kernel for s in numpy_backend._plan._steps if isinstance(s.kernel, ConvNhwc)]
-    assert [sorted(conv._row_cache) for conv in convs] == [[17, 30], [17, 30], [9, 15]]
+    assert [sorted(conv.depthwise_kernel._row_weights) for conv in convs] == [[17, 30], [17, 30], [9, 15]]

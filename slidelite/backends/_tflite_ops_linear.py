@@ -2,7 +2,7 @@
 BATCH_MATMUL, AVERAGE_POOL_2D, MAX_POOL_2D.
 
 Float kernels lay the weights out once for BLAS (conv: im2col rows times a ``(KH*KW*Cin, Cout)`` matrix;
-1x1 convolutions and FULLY_CONNECTED are one product; depthwise: one fused multiply-add per filter tap).
+1x1 convolutions and FULLY_CONNECTED are one product; depthwise: one einsum over all filter taps).
 Integer kernels follow TFLite's reference kernels: accumulate ``(x - input_zero_point) * (w - w_zero_point)``
 exactly (products of 8-bit values summed in float64, exact below 2^53, so BLAS does the integer product), add
 the int32 bias, rescale with the per-channel fixed-point multiplier, add the output zero point, clamp to the
@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._depthwise_nhwc import DepthwiseNhwc
 from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, check_elements, positive, register
 from ._tflite_quant import (activation_range, apply_float_activation, channel_params,
                             quantize_multiplier, requantize_output)
@@ -241,7 +242,7 @@ def _conv_int(ctx: OpContext, win: Window, cout: int, k: int) -> Kernel:
 
 @register("DEPTHWISE_CONV_2D")
 def depthwise_conv_2d(ctx: OpContext) -> Kernel:
-    """DEPTHWISE_CONV_2D: filter ``(1, KH, KW, Cin * depth_multiplier)``, one fused multiply-add per tap."""
+    """DEPTHWISE_CONV_2D: filter ``(1, KH, KW, Cin * depth_multiplier)``."""
     w = ctx.const(1, "the filter")
     if w.ndim != 4 or w.shape[0] != 1:
         raise OpError("DEPTHWISE_CONV_2D needs a (1, KH, KW, C) filter")
@@ -253,25 +254,25 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
     win = _window(ctx, kh, kw)
     if ctx.quantized(0):
         centered, scale = _int_weights(ctx, 1, cout)
-        taps = centered[0].astype(np.int32)
+        kernel = _depthwise_kernel(centered[0].astype(np.int32), win)
         requant = _requant(ctx, scale)
         bias = _int_bias(ctx, 2, cout)
         in_zero = int(ctx.quant(ctx.tensor(0)).zero_point[0])
 
         def run_int(x: np.ndarray, *_: object) -> np.ndarray:
             shifted = x.astype(np.int32) - np.int32(in_zero)
-            return requant(_depthwise(shifted, taps, win, multiplier, np.int32).astype(np.int64) + bias)
+            return requant(_depthwise(shifted, kernel, win, multiplier).astype(np.int64) + bias)
 
         return run_int
     ctx.require_dtypes((FLOAT,))
     if w.dtype != FLOAT:
         raise OpError(f"hybrid DEPTHWISE_CONV_2D (float input, {ctx.tensor(1).type_name} filter) is not supported")
-    taps_f = np.ascontiguousarray(w[0], dtype=np.float32)
+    kernel_f = _depthwise_kernel(w[0].astype(np.float32), win)
     bias_f = _float_bias(ctx, 2, cout)
     activation = int(ctx.option("activation", 0))
 
     def run(x: np.ndarray, *_: object) -> np.ndarray:
-        return _depthwise(x, taps_f, win, multiplier, np.float32, bias_f, activation)
+        return _depthwise(x, kernel_f, win, multiplier, bias_f, activation)
 
     return run
 
@@ -298,61 +299,29 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
         [np.zeros(channels, np.float32) if b is None else b for b in biases], axis=-1).reshape(-1)
     activation = int(first.option("activation", 0))
     win = _window(first, kh, kw)
+    kernel = _depthwise_kernel(taps, win)
 
     def run(x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
-        out = _depthwise(x, taps, win, count, np.float32, bias, activation)
+        out = _depthwise(x, kernel, win, count, bias, activation)
         return tuple(out[..., group::count] for group in range(count))  # strided views, no copies
 
     return run
 
 
-#: depthwise convolution works on blocks of output rows of about this many elements (they stay in cache)
-DEPTHWISE_BLOCK = 1 << 15
-#: up to this many products (output elements x taps), one einsum over strided windows is faster than per-tap passes
-DEPTHWISE_EINSUM = 1 << 17
-#: ... and at any size with at least this many channels, or a stride (measured on EfficientNet-Lite0's maps: per-tap
-#: passes win only on wide stride-1 maps with few channels)
-DEPTHWISE_EINSUM_CHANNELS = 64
-
-
-def _depthwise(x: np.ndarray, taps: np.ndarray, win: Window, multiplier: int, dtype: type,
+def _depthwise(x: np.ndarray, kernel: DepthwiseNhwc, win: Window, multiplier: int,
                bias: Optional[np.ndarray] = None, activation: int = 0) -> np.ndarray:
-    """Per-channel convolution, then ``bias`` and the fused float ``activation``. Small maps, strided or with many
-    channels: one einsum over strided windows. Otherwise: for each block of output rows, the first tap's product
-    initializes it, every other tap's product is added, then bias and activation are applied while the block is
-    still in cache."""
+    """Per-channel convolution (:mod:`._depthwise_nhwc`; input channels repeated ``multiplier`` times), then
+    ``bias`` and the fused float ``activation``."""
     g = win.geometry(x.shape[1], x.shape[2])
     xp = _pad(x, g, 0)
     if multiplier > 1:
         xp = np.repeat(xp, multiplier, axis=3)
-    n, channels = x.shape[0], taps.shape[-1]
-    shape = check_elements((n, g.out_h, g.out_w, channels), "the output")
-    if n * g.out_h * g.out_w * channels * win.kh * win.kw <= DEPTHWISE_EINSUM or channels >= DEPTHWISE_EINSUM_CHANNELS \
-            or win.sh > 1 or win.sw > 1:  # one call
-        s = xp.strides
-        windows = np.lib.stride_tricks.as_strided(
-            xp, (n, g.out_h, g.out_w, win.kh, win.kw, channels),
-            (s[0], s[1] * win.sh, s[2] * win.sw, s[1] * win.dh, s[2] * win.dw, s[3]), writeable=False)
-        return _bias_activation(np.einsum("nhwijc,ijc->nhwc", windows, taps, dtype=dtype), bias, activation)
-    out = np.empty(shape, dtype)
-    rows = max(1, DEPTHWISE_BLOCK // max(1, n * g.out_w * channels))
-    scratch = np.empty((n, min(rows, g.out_h), g.out_w, channels), dtype)
-    col_end = (g.out_w - 1) * win.sw + 1
-    for top in range(0, g.out_h, rows):
-        count = min(rows, g.out_h - top)
-        block, tmp = out[:, top:top + count], scratch[:, :count]
-        for i in range(win.kh):
-            start = top * win.sh + i * win.dh
-            band = xp[:, start:start + (count - 1) * win.sh + 1:win.sh]
-            for j in range(win.kw):
-                view = band[:, :, j * win.dw:j * win.dw + col_end:win.sw]
-                if i == 0 and j == 0:
-                    np.multiply(view, taps[0, 0], out=block)
-                else:
-                    np.multiply(view, taps[i, j], out=tmp)
-                    block += tmp
-        _bias_activation(block, bias, activation)
-    return out
+    check_elements((x.shape[0], g.out_h, g.out_w, kernel.channels), "the output")
+    return _bias_activation(kernel(xp, g.out_h, g.out_w), bias, activation)
+
+
+def _depthwise_kernel(taps: np.ndarray, win: Window) -> DepthwiseNhwc:
+    return DepthwiseNhwc(taps, (win.sh, win.sw), (win.dh, win.dw))
 
 
 def _bias_activation(out: np.ndarray, bias: Optional[np.ndarray], activation: int) -> np.ndarray:
