@@ -25,6 +25,21 @@ ROW_WEIGHTS_MAX_BYTES = 8 << 20
 PARALLEL_MIN_PRODUCTS = 1 << 18
 
 
+def pad_nhwc(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float = 0) -> np.ndarray:
+    """``x`` ``(n, h, w, c)`` with ``value`` around it: one allocation, the borders filled and the interior copied
+    (``np.pad``, or zeros then a copy, costs another pass over the whole map)."""
+    if not (top or bottom or left or right):
+        return x
+    n, h, w, c = x.shape
+    out = np.empty((n, h + top + bottom, w + left + right, c), x.dtype)
+    out[:, :top] = value
+    out[:, top + h:] = value
+    out[:, top:top + h, :left] = value
+    out[:, top:top + h, left + w:] = value
+    out[:, top:top + h, left:left + w] = x
+    return out
+
+
 class DepthwiseNhwc:
     """``out[n, y, x, c] = sum_ij xp[n, y*sh + i*dh, x*sw + j*dw, c] * taps[i, j, c]`` for a padded NHWC ``xp``.
 

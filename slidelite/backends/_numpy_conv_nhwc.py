@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._blas_threads import blas_matmul
-from ._depthwise_nhwc import DepthwiseNhwc
+from ._depthwise_nhwc import DepthwiseNhwc, pad_nhwc
 from ._numpy_ops import OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
 from ._onnx_reader import Node
 
@@ -54,10 +54,7 @@ class ConvNhwc:
         oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
         if oh <= 0 or ow <= 0:
             raise OpError(f"Conv input {h}x{w} (padded) is smaller than its {kh}x{kw} kernel")
-        if top or left or bottom or right:
-            padded = np.zeros((n, h, w, x.shape[3]), x.dtype)
-            padded[:, top:top + height, left:left + width] = x
-            x = padded
+        x = pad_nhwc(x, top, bottom, left, right)
         if self.depthwise:
             return self._depthwise(x, oh, ow)
         windows = [x[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
