@@ -79,6 +79,49 @@ def cpu_time_p50(targets: list, warmup: int, runs: int) -> "list[float]":
     return [float(np.median(samples)) for samples in times]
 
 
+def products_alone_cpu_ms(path: Path, warmup: int, runs: int) -> float:
+    """p50 CPU time (ms, one thread) of only the matrix products and depthwise einsums that the numpy backend's
+    plan makes in one run of ``path``: every ``np.matmul``/``np.einsum`` call is recorded with its operands during
+    a run, then the recorded calls alone are replayed. No numpy backend can skip these products (short of a
+    faster BLAS), so their time over onnxruntime's whole run is a floor under the numpy / onnxruntime ratio."""
+    import time
+
+    import numpy as np
+
+    from slidelite.backends import create_backend
+    from slidelite.backends._blas_threads import set_blas_threads
+    from slidelite.model_file import open_model_file
+
+    backend = create_backend(open_model_file(str(path)), "numpy", threads=1)
+    set_blas_threads(1)
+    feed = np.random.default_rng(0).random(
+        [d if isinstance(d, int) and d > 0 else 1 for d in backend.input_shape]).astype(np.float32)
+    calls: "list[tuple]" = []
+    originals = {"matmul": np.matmul, "einsum": np.einsum}
+
+    def recorder(name: str):
+        def call(*args, **kwargs):
+            calls.append((originals[name], args, kwargs))
+            return originals[name](*args, **kwargs)
+        return call
+
+    backend.run(feed)
+    np.matmul, np.einsum = recorder("matmul"), recorder("einsum")
+    try:
+        backend.run(feed)
+    finally:
+        np.matmul, np.einsum = originals["matmul"], originals["einsum"]
+    samples = []
+    for round_ in range(warmup + runs):
+        start = time.thread_time()
+        for function, args, kwargs in calls:
+            function(*args, **kwargs)
+        if round_ >= warmup:
+            samples.append((time.thread_time() - start) * 1000.0)
+    backend.close()
+    return float(np.median(samples))
+
+
 def shipped_onnx() -> "dict[str, Path]":
     """The ``.onnx`` files in the wheel, by manifest name."""
     from slidelite.models import list_shipped
@@ -117,12 +160,15 @@ def main(argv: "list[str] | None" = None) -> int:
             if threads == 1:
                 cpu = cpu_time_p50([_common.runtime_target(f"{name} {engine} cpu", path, engine, 1)
                                     for engine in ("onnxruntime", "numpy")], args.warmup, args.runs)
-                row.update(onnxruntime_cpu_p50_ms=cpu[0], numpy_cpu_p50_ms=cpu[1], cpu_ratio=cpu[1] / cpu[0])
+                floor = products_alone_cpu_ms(path, args.warmup, args.runs)
+                row.update(onnxruntime_cpu_p50_ms=cpu[0], numpy_cpu_p50_ms=cpu[1], cpu_ratio=cpu[1] / cpu[0],
+                           products_cpu_ms=floor, products_ratio=floor / cpu[0])
             rows.append(row)
             reports[f"{name} {threads}t"] = result.report
             print(f"{name}: onnxruntime {row['onnxruntime_p50_ms']:.2f} ms, numpy {row['numpy_p50_ms']:.2f} ms "
                   f"(p50, batch 1, {threads} thread(s)) -> numpy is {row['ratio']:.2f}x slower"
-                  + (f"; CPU time {row['cpu_ratio']:.2f}x" if "cpu_ratio" in row else "") + f" [SIMD: {flags}]",
+                  + (f"; CPU time {row['cpu_ratio']:.2f}x, its matrix products alone {row['products_ratio']:.2f}x"
+                     if "cpu_ratio" in row else "") + f" [SIMD: {flags}]",
                   flush=True)
 
     _common.save_json("numpy_backend", {"threads": args.threads, "simd": flags, "rows": rows, "reports": reports})
@@ -133,7 +179,8 @@ def main(argv: "list[str] | None" = None) -> int:
     cpu_rows = [row for row in rows if "cpu_ratio" in row]
     cpu_table = _common.markdown_table(cpu_rows, [
         ("model", "model (ONNX), 1 thread"), ("onnxruntime_cpu_p50_ms", "onnxruntime CPU ms (p50)"),
-        ("numpy_cpu_p50_ms", "numpy CPU ms (p50)"), ("cpu_ratio", "numpy / onnxruntime (CPU time)")])
+        ("numpy_cpu_p50_ms", "numpy CPU ms (p50)"), ("cpu_ratio", "numpy / onnxruntime (CPU time)"),
+        ("products_cpu_ms", "numpy's products alone, CPU ms"), ("products_ratio", "products alone / onnxruntime")])
     threads_args = " ".join(str(t) for t in args.threads)
     body = (f"{table}\n\n{_common.environment_line(next(iter(reports.values())), max(args.threads))} "
             f"CPU SIMD (numpy's detection): {flags}. "
