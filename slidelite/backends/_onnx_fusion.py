@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Set
 import numpy as np
 
 from ._onnx_reader import Node
+from ._onnx_slide_attention import fuse_slide_attentions
 
 #: ops that map each element independently (any layout in, the same layout out)
 ELEMENTWISE_UNARY = {"Relu", "Clip", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Elu", "Selu",
@@ -76,6 +77,7 @@ def fuse(nodes: List[Node], constants: Dict[str, np.ndarray], outputs: Sequence[
     _fold_batch_norm(graph)
     _fold_matmul_bias(graph)
     _fuse_activations(graph)
+    fuse_slide_attentions(graph)
     return _channels_last(graph)
 
 
