@@ -50,10 +50,10 @@ def main() -> int:
 
     from benchmarks._common import measure, runtime_target
     from slidelite.convert import ConversionJob, prepare
-    from slidelite.convert.calibration import ImageFolderReader
+    from slidelite.convert.pipeline import int8_onnx
     from slidelite.convert.model_metadata import build_metadata
     from slidelite.convert.onnx_export import embed_metadata, export_onnx, onnx_logits, simplify_onnx
-    from slidelite.convert.quantize import DEFAULT_RECIPE, RECIPES, get_recipe, quantize_onnx
+    from slidelite.convert.quantize import DEFAULT_RECIPE, RECIPES, get_recipe
     from slidelite.convert.report import profile_op_types
     from slidelite.convert.samples import write_sample_photos
     from slidelite.convert.verify import compare_logits
@@ -80,8 +80,8 @@ def main() -> int:
                  "size_ratio": 1.0, "agreement": 1.0, "cosine": 1.0, "quantize_s": 0.0}]
         for recipe in recipes:
             t0 = time.perf_counter()
-            out = quantize_onnx(fp32, folder / f"{recipe.name}.onnx", recipe,
-                                ImageFolderReader(images, metadata.input.name) if recipe.static else None)
+            (folder / recipe.name).mkdir()
+            out = int8_onnx(recipe, fp32, loaded, images, metadata.input.name, folder / recipe.name, job)
             seconds = time.perf_counter() - t0
             embed_metadata(out, build_metadata(loaded, metadata.labels, precision="int8"))
             parity = compare_logits(reference, onnx_logits(out, images.inputs, args.threads))

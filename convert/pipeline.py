@@ -30,7 +30,7 @@ from .load import load_model, reparameterize
 from .model_metadata import build_metadata
 from .onnx_export import embed_metadata, export_onnx, max_tensor_rank, onnx_logits, simplify_onnx
 from .output import check_output_path, staged_output
-from .quantize import DEFAULT_RECIPE, get_recipe, quantize_onnx
+from .quantize import DEFAULT_RECIPE, Int8Recipe, get_recipe, quantize_onnx
 from .report import format_report, measure_latency
 from .targets import target_recipe
 from .verify import check_fp32, check_int8, compare_logits, torch_logits
@@ -102,6 +102,16 @@ def int8_weight_onnx(loaded: LoadedModel, inputs: np.ndarray, work: Path, job: C
     return work / "int8.onnx"
 
 
+def int8_onnx(recipe: Int8Recipe, fp32: Path, loaded: LoadedModel, images: CalibrationSet, input_name: str, work: Path,
+              job: ConversionJob) -> Path:
+    """``work/int8.onnx`` made with ``recipe``: weight-storage recipes re-export a rounded copy of the module
+    (:func:`int8_weight_onnx`), the others quantize the ``fp32`` file (static ones calibrated on ``images``)."""
+    if recipe.int8_storage:
+        return int8_weight_onnx(loaded, images.inputs, work, job)
+    reader = ImageFolderReader(images, input_name) if recipe.static else None
+    return quantize_onnx(fp32, work / "int8.onnx", recipe, reader)
+
+
 @contextlib.contextmanager
 def _step(bar: Any, name: str) -> Iterator[None]:
     """Show ``name`` on the step progress bar while it runs, then advance the bar."""
@@ -140,11 +150,7 @@ def convert_onnx(job: ConversionJob) -> ConversionResult:
                                    onnx_weight_shares(fp32))
             recipe = get_recipe(choice.name)
             with _step(bar, f"int8 ({recipe.name})"):
-                if recipe.int8_storage:
-                    final = int8_weight_onnx(loaded, images.inputs, Path(work), job)
-                else:
-                    reader = ImageFolderReader(images, metadata.input.name) if recipe.static else None
-                    final = quantize_onnx(fp32, Path(work) / "int8.onnx", recipe, reader)
+                final = int8_onnx(recipe, fp32, loaded, images, metadata.input.name, Path(work), job)
                 final_logits = onnx_logits(final, images.inputs, job.threads)
                 int8_parity = compare_logits(reference, final_logits)
                 forced = check_int8(int8_parity, str(job.output), job.min_agreement, job.force)
