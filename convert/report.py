@@ -73,9 +73,10 @@ def speed_ratio(fp32_ms: float, int8_ms: float) -> str:
     return f"int8 {int8_ms / fp32_ms:.2f}x slower"
 
 
-def format_report(result: "ConversionResult") -> str:
+def format_report(result: "ConversionResult", warnings: bool = True) -> str:
     """A short plain-text table: how the model was built and which weights were used, sizes, fp32 parity vs torch,
-    int8 agreement, latency fp32 vs int8."""
+    int8 agreement, latency fp32 vs int8, and (unless ``warnings`` is False: the CLI prints them on stderr) the
+    warnings."""
     rows = [("output", str(result.output)), *result.origin, ("precision", result.metadata.precision)]
     rows.append(("size fp32", _mb(result.sizes["fp32"])))
     if "int8" in result.sizes:
@@ -97,6 +98,6 @@ def format_report(result: "ConversionResult") -> str:
         if "int8" in lat and "fp32" in lat:
             text += f" ({speed_ratio(lat['fp32'], lat['int8'])})"
         rows.append(("latency (median, interleaved)", text))
-    rows += [("warning", w) for w in result.warnings]
+    rows += [("warning", w) for w in result.warnings] if warnings else []
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -151,6 +151,7 @@ def test_broken_calibration_images_are_skipped_with_a_count(tmp_path, photos, mi
     run = run_cli(["convert", "--checkpoint", micro_weights, "--calib", calib, "-o", out, *FAST])
     assert run.exit_code == 0, run.stderr
     assert run.error_lines[0].startswith("warning: skipped 2 calibration file(s) that did not decode as images")
+    assert (run.stdout + run.stderr).count("skipped 2 calibration file(s)") == 1  # on stderr, not again in the report
     assert open_model_file(out).metadata.metrics["validation_images"] == 3
 
 

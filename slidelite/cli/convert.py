@@ -140,6 +140,7 @@ def command(checkpoint_file: Optional[Path], model: Optional[str], checkpoint: O
                   **{k: v for k, v in (("num_classes", num_classes), ("img_size", img_size)) if v is not None}}
     _require_extras()
     from slidelite.convert import ConversionJob, PreprocessOverrides, convert
+    from slidelite.convert.report import format_report
 
     job = ConversionJob(output=output or default_output(checkpoint, model, fmt), model=model, checkpoint=checkpoint,
                         model_args=model_args, ema=ema, labels=labels, allow_duplicate_labels=allow_duplicate_labels,
@@ -153,5 +154,5 @@ def command(checkpoint_file: Optional[Path], model: Optional[str], checkpoint: O
     result = convert(job)
     for warning in result.warnings:
         print_warning(warning)
-    click.echo(result.report)
+    click.echo(format_report(result, warnings=False))  # each warning once, on stderr
     return 0
