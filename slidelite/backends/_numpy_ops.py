@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._blas_threads import blas_matmul, parallel_ranges
+from ._kernel_registry import registrar
 from ._onnx_reader import Node
 
 Attrs = Dict[str, Any]
@@ -42,15 +43,8 @@ def op_key(node: Node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def register_op(*names: str) -> Callable[[Factory], Factory]:
-    """Register a factory under one or more op types."""
-
-    def register(factory: Factory) -> Factory:
-        for name in names:
-            OPS[name] = factory
-        return factory
-
-    return register
+#: decorator: ``@register_op("Add", ...)`` registers a factory under one or more op types
+register_op = registrar(OPS)
 
 
 def register_simple(name: str, fn: Callable[..., np.ndarray]) -> None:

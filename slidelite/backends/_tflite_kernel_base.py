@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._kernel_registry import registrar
 from ._tflite_reader import Operator, Quantization, Tensor
 
 Kernel = Callable[..., Any]
@@ -29,15 +30,8 @@ class OpError(ValueError):
     """The operator uses a dtype, option or parameter the numpy kernels do not implement (one line)."""
 
 
-def register(*names: str) -> Callable[[Factory], Factory]:
-    """Decorator: register a factory under each builtin op name."""
-
-    def wrap(factory: Factory) -> Factory:
-        for name in names:
-            OPS[name] = factory
-        return factory
-
-    return wrap
+#: decorator: ``@register("ADD", ...)`` registers a factory under each builtin op name
+register = registrar(OPS)
 
 
 @dataclass
