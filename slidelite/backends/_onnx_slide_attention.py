@@ -1,127 +1,40 @@
 """The numpy backend's fused Slide attention for ONNX files: the converter's channel-first deployed form
-(``model_zoo/slide_attention.py``), found at load and run as two small matrix products per head instead of two
-depthwise convolutions with ``ka^2`` outputs per channel.
+(``model_zoo/slide_attention.py``) found at load and replaced by one step of :mod:`._slide_attention`.
 
 The exported chain, for a channels-last qkv map ``F`` ``(B, H, W, 3C)`` (q pre-scaled), ``heads`` heads of
 ``hd`` channels and ``kk = ka^2`` neighbours: ``Transpose`` to NCHW, three ``Slice`` (q, k, v), ``Conv`` of k
-and of v (groups ``C``, ``kk`` outputs per channel, ``ka x ka`` kernels), ``Reshape`` to ``(B*heads, hd, kk,
-HW)``, the logits ``ReduceSum(q * k)`` over ``hd``, a softmax over the ``kk`` axis (one ``Softmax`` or written out
-as max, exp, sum, divide), ``ReduceSum(attn * v)`` over ``kk``, ``Reshape`` and ``Transpose`` back to
-``(B, H, W, C)``.
-
-Both convolutions are linear in their input, so with ``k_t`` the map shifted by kernel tap ``t`` (zero padded),
-``W[c, n, t]`` the kernel of channel ``c`` for neighbour ``n`` and ``b`` the biases::
-
-    logits[p, h, n] = sum_{t, d} (q ⊙ k_t)[p, h, d] W_k[hd*h + d, n, t] + sum_d q[p, h, d] b_k[hd*h + d, n]
-    out[p, h, d]    = sum_t v_t[p, h, d] M[p, h, t, d] + M[p, h, kk, d],
-                      M[p, h] = attn[p, h, :] @ [W_v[hd*h + d, :, t] per (t, d) | b_v[hd*h + d, :] per d]
-
-so per head the logits are one ``(pixels, (kk + 1) * hd) @ ((kk + 1) * hd, kk)`` product of the products
-``q ⊙ k_t`` (with q itself as the last block, for the bias), and the output one ``(pixels, kk) @ (kk, (kk + 1) *
-hd)`` product followed by one multiply with the shifted values and one sum over the taps. That is the same
-multiply-adds as the convolutions (about ``2 kk^2`` per channel and pixel) but in BLAS, and a handful of passes
-over memory instead of ``kk`` passes per convolution.
+and of v (groups ``C``, ``kk`` outputs per channel, ``ka x ka`` kernels, 'same' padding), ``Reshape`` to
+``(B*heads, hd, kk, HW)``, the logits ``ReduceSum(q * k)`` over ``hd``, the softmax over the ``kk`` axis written
+out (max, subtract, exp, sum, divide), ``ReduceSum(attn * v)`` over ``kk``, ``Reshape`` and ``Transpose`` back to
+``(B, H, W, C)``. Every node of the chain must be read only inside it; anything else is left as it is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._blas_threads import parallel_ranges
-from ._depthwise_nhwc import pad_nhwc
 from ._numpy_ops import Consts, Kernel, OpError, int_list, register_op
 from ._onnx_reader import Node
+from ._slide_attention import SlideAttentionKernel, SlideAttentionWeights, prepare_weights
 
 #: the private domain and op type of the fused node (an op no ONNX file can name with these attributes)
 DOMAIN, OP_TYPE = "slidelite.fused", "SlideAttention"
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
-#: rows of the map are attended in bands whose tap products hold about this many values (they stay in cache)
-BAND_VALUES = 1 << 18
 
 
-@dataclass(frozen=True)
-class SlideAttentionWeights:
-    """What the fused kernel needs, laid out once at load.
-
-    Attributes:
-        heads: attention heads.
-        head_dim: channels per head.
-        ka: neighbourhood (and kernel) size.
-        logits: per head, ``((kk + 1) * hd, kk)``: rows ``t * hd + d`` hold ``W_k[hd*h + d, :, t]``, rows
-            ``kk * hd + d`` the key bias ``b_k[hd*h + d, :]``.
-        values: per head, ``(kk, (kk + 1) * hd)``: column ``t * hd + d`` holds ``W_v[hd*h + d, :, t]``, column
-            ``kk * hd + d`` the value bias.
-    """
-
-    heads: int
-    head_dim: int
-    ka: int
-    logits: np.ndarray
-    values: np.ndarray
-
-
-class SlideAttentionKernel:
-    """``(B, H, W, 3C)`` channels-last qkv map -> ``(B, H, W, C)`` attention output (see the module docstring)."""
+class QkvSlideAttention:
+    """The fused ONNX step: ``(B, H, W, 3C)`` channels-last qkv map -> ``(B, H, W, C)``."""
 
     def __init__(self, weights: SlideAttentionWeights) -> None:
-        self.w = weights
+        self.attention = SlideAttentionKernel(weights)
         self.channels = weights.heads * weights.head_dim
 
     def __call__(self, qkv: np.ndarray, *unused: Optional[np.ndarray]) -> np.ndarray:
-        w, c = self.w, self.channels
+        c = self.channels
         if qkv.ndim != 4 or qkv.shape[3] != 3 * c or qkv.dtype != np.float32:
             raise OpError(f"Slide attention expects a float32 (B, H, W, {3 * c}) map, got {qkv.dtype} {qkv.shape}")
-        batch, height, width, _ = qkv.shape
-        heads, hd, ka = w.heads, w.head_dim, w.ka
-        kk, pad = ka * ka, ka // 2
-        keys = pad_nhwc(qkv[..., c:2 * c], pad, pad, pad, pad)
-        values = pad_nhwc(qkv[..., 2 * c:], pad, pad, pad, pad)
-        key_taps, value_taps = self._taps(keys, height, width), self._taps(values, height, width)
-        query = qkv[..., :c].reshape(batch, height, width, heads, 1, 1, hd)
-        out = np.empty((batch, height, width, heads, hd), np.float32)
-        band = max(1, BAND_VALUES // max(1, width * (kk + 1) * c))
-
-        def rows(first: int, last: int) -> None:
-            for top in range(first * band, min(last * band, height), band):
-                bottom = min(top + band, height)
-                self._band(query[:, top:bottom], key_taps[:, top:bottom], value_taps[:, top:bottom], out[:, top:bottom])
-
-        parallel_ranges(-(-height // band), rows)
-        return out.reshape(batch, height, width, c)
-
-    def _band(self, query: np.ndarray, key_taps: np.ndarray, value_taps: np.ndarray, out: np.ndarray) -> None:
-        """The attention for a band of rows: ``query`` ``(B, rows, W, heads, 1, 1, hd)``, the tap views
-        ``(B, rows, W, heads, ka, ka, hd)``, into ``out`` ``(B, rows, W, heads, hd)``."""
-        w = self.w
-        heads, hd, ka = w.heads, w.head_dim, w.ka
-        kk = ka * ka
-        shape = key_taps.shape
-        pixels = shape[0] * shape[1] * shape[2]
-        # per pixel and head: q * k_t for every tap t, then q itself (the key bias's rows)
-        products = np.empty(shape[:4] + (kk + 1, hd), np.float32)
-        np.multiply(key_taps, query, out=products[..., :kk, :].reshape(shape))
-        products[..., kk, :] = query[..., 0, 0, :]
-        rows = products.reshape(pixels, heads, (kk + 1) * hd)
-        mixed = np.empty((pixels, heads, (kk + 1) * hd), np.float32)
-        for h in range(heads):
-            logits = np.matmul(rows[:, h], w.logits[h])
-            logits -= logits.max(axis=1, keepdims=True)
-            np.exp(logits, out=logits)
-            logits /= logits.sum(axis=1, keepdims=True)
-            np.matmul(logits, w.values[h], out=mixed[:, h])
-        mixed = mixed.reshape(shape[:4] + (kk + 1, hd))
-        np.einsum("nyxhijd,nyxhijd->nyxhd", value_taps, mixed[..., :kk, :].reshape(shape), out=out)
-        out += mixed[..., kk, :]
-
-    def _taps(self, padded: np.ndarray, height: int, width: int) -> np.ndarray:
-        """``(B, H, W, heads, ka, ka, hd)`` view of the padded map: tap ``(i, j)`` of ``(y, x)`` reads ``(y+i, x+j)``."""
-        s = padded.strides
-        heads, hd, ka = self.w.heads, self.w.head_dim, self.w.ka
-        return np.lib.stride_tricks.as_strided(
-            padded, (padded.shape[0], height, width, heads, ka, ka, hd),
-            (s[0], s[1], s[2], hd * s[3], s[1], s[2], s[3]), writeable=False)
+        return self.attention(qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:])
 
 
 @register_op(f"{DOMAIN}.{OP_TYPE}")
@@ -129,7 +42,7 @@ def _slide_attention(node: Node, consts: Consts) -> Kernel:
     weights = node.attributes.get("_weights")
     if not isinstance(weights, SlideAttentionWeights):
         raise OpError(f"{OP_TYPE} in domain {DOMAIN} is the numpy backend's own fused op, not a file's")
-    return SlideAttentionKernel(weights)
+    return QkvSlideAttention(weights)
 
 
 # --------------------------------------------------------------------------------------------- matching
@@ -273,18 +186,3 @@ def _softmax_chain(graph, scores: Node) -> Optional[List[Node]]:  # type: ignore
             or graph.sole_reader(norm.outputs[0]) is not div:  # type: ignore[union-attr]
         return None
     return [peak, sub, exp, norm, div]  # type: ignore[list-item]
-
-
-def prepare_weights(heads: int, head_dim: int, k_weight: np.ndarray, k_bias: np.ndarray, v_weight: np.ndarray,
-                    v_bias: np.ndarray) -> SlideAttentionWeights:
-    """The per-head product matrices from the two shift convolutions' weights ``(C*kk, 1, ka, ka)`` and biases."""
-    ka = k_weight.shape[2]
-    kk = ka * ka
-    grid = (heads, head_dim, kk, kk)  # (head, d, neighbour n, tap t)
-    k_taps = k_weight.reshape(grid).transpose(0, 3, 1, 2).reshape(heads, kk * head_dim, kk)  # rows (t, d)
-    k_rows = k_bias.reshape(heads, head_dim, kk)  # rows d
-    v_taps = v_weight.reshape(grid).transpose(0, 2, 3, 1).reshape(heads, kk, kk * head_dim)  # columns (t, d)
-    v_cols = v_bias.reshape(heads, head_dim, kk).transpose(0, 2, 1)  # columns d
-    return SlideAttentionWeights(heads, head_dim, ka,
-                                 np.ascontiguousarray(np.concatenate([k_taps, k_rows], axis=1), np.float32),
-                                 np.ascontiguousarray(np.concatenate([v_taps, v_cols], axis=2), np.float32))
