@@ -63,6 +63,25 @@ def test_all_fusions_together_keep_the_scores_and_cut_the_steps() -> None:
         np.testing.assert_allclose(fused.run(tensor), plain.run(tensor), rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("fuse", [("slide_attention",), FUSIONS], ids=["alone", "after-sibling-depthwise"])
+@pytest.mark.parametrize("file", sorted(SWIN))
+def test_slide_attention_absorbs_its_shift_convolutions(file: str, fuse: tuple) -> None:
+    """Each fused attention reads the query and the two maps its 2 x 9 per-offset shift convolutions read (one
+    DEPTHWISE_CONV_2D step each, or one sibling step): none of those convolutions is left, and the scores stay."""
+    path = SWIN[file]
+    plain = NumpyTFLiteBackend(open_model_file(path), 1, fuse=())
+    fused = NumpyTFLiteBackend(open_model_file(path), 1, fuse=fuse)
+    attentions = [step for step in fused._steps if step.op.op == "SLIDE_ATTENTION"]
+    assert len(attentions) == 4 and all(len(step.op.inputs) == 3 for step in attentions)
+    depthwise = [step for step in plain._steps if step.op.op == "DEPTHWISE_CONV_2D"]
+    assert len(depthwise) == 4 * 2 * 9 + 1
+    assert [step.op.op for step in fused._steps].count("DEPTHWISE_CONV_2D") == 1
+    hybrid = "int8" in file
+    for name, tensor in photos(path).items():
+        np.testing.assert_allclose(fused.run(tensor), plain.run(tensor), rtol=0 if hybrid else 1e-5,
+                                   atol=HYBRID_ATOL if hybrid else 1e-5, err_msg=name)
+
+
 def test_an_unknown_fusion_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fusions"):
         NumpyTFLiteBackend(open_model_file(SWIN["slide_swin_micro_fmnist.tflite"]), 1, fuse=("conv_bn",))

@@ -10,11 +10,13 @@ kernel calls. Anything that does not match exactly is left as it is.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._slide_attention import SlideAttentionKernel, SlideAttentionWeights, prepare_weights
 from ._tflite_kernel_base import FLOAT, Kernel
+from ._tflite_ops_linear import PADDING_SAME, PADDING_VALID, SiblingDepthwise
 from ._tflite_reader import Operator, Subgraph
 
 #: one planned step before slots are assigned: operator, kernel, per-input constants, output tensor indices
@@ -143,7 +145,8 @@ class _Cursor:
 
 
 def fuse_slide_attentions(graph: Subgraph, pending: List[Pending], output_index: int) -> List[Pending]:
-    """``pending`` with every lowered Slide attention replaced by one :func:`slide_attention` step.
+    """``pending`` with every lowered Slide attention replaced by one :class:`SlideAttentionCore` step, which then
+    absorbs its shift convolutions where it can (:func:`absorb_shift_convolutions`).
 
     The lowered form, for ``n`` shifted keys ``k_g`` and values ``v_g`` of a query ``q`` (NHWC maps reshaped to
     ``(tokens, heads, head_dim)``): ``n`` times MUL(k_g, q), RESHAPE, SUM over the last axis (kept); CONCATENATION
@@ -161,7 +164,7 @@ def fuse_slide_attentions(graph: Subgraph, pending: List[Pending], output_index:
         else:
             fused.append(step)
             position = cursor.position
-    return fused
+    return absorb_shift_convolutions(graph, fused, output_index)
 
 
 def _match_slide_attention(graph: Subgraph, cursor: _Cursor, readers: Counter) -> Optional[Pending]:
@@ -219,7 +222,7 @@ def _match_slide_attention(graph: Subgraph, cursor: _Cursor, readers: Counter) -
     inputs = (query, *keys, *values)
     first = cursor.taken[0][0]
     op = Operator(first.index, "SLIDE_ATTENTION", first.version, inputs, (result,), {})
-    kernel = slide_attention(count, tuple(head_shape), tuple(graph.tensors[result].shape))
+    kernel = SlideAttentionCore(count, tuple(head_shape), tuple(graph.tensors[result].shape))
     return op, kernel, [None] * len(inputs), (result,)
 
 
@@ -234,17 +237,115 @@ def _selects_column(graph: Subgraph, column: Pending, group: int) -> bool:
     return taken.shape == probe[..., group:group + 1].shape and bool(np.array_equal(taken, probe[..., group:group + 1]))
 
 
-def slide_attention(count: int, head_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> Kernel:
+class SlideAttentionCore:
     """The fused Slide attention over ``count`` shifted keys and values: scores ``<k_g, q>`` per head, softmax over
-    ``g``, weighted sum of ``v_g``; inputs ``(q, k_0..k_{count-1}, v_0..v_{count-1})``."""
+    ``g``, weighted sum of ``v_g``; inputs ``(q, k_0..k_{count-1}, v_0..v_{count-1})`` reshaped to ``head_shape``
+    ``(..., heads, head_dim)``, output reshaped to ``out_shape``."""
 
-    def run(query: np.ndarray, *maps: np.ndarray) -> np.ndarray:
+    def __init__(self, count: int, head_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> None:
+        self.count, self.head_shape, self.out_shape = count, head_shape, out_shape
+
+    def __call__(self, query: np.ndarray, *maps: np.ndarray) -> np.ndarray:
+        count, head_shape = self.count, self.head_shape
         keys = np.stack([k.reshape(head_shape) for k in maps[:count]], axis=-2)  # (..., heads, count, dim)
         scores = np.matmul(keys, query.reshape(head_shape)[..., None])[..., 0]  # (..., heads, count)
         scores -= scores.max(axis=-1, keepdims=True)
         weights = np.exp(scores)
         weights /= weights.sum(axis=-1, keepdims=True)
         values = np.stack([v.reshape(head_shape) for v in maps[count:]], axis=-2)
-        return np.matmul(weights[..., None, :], values).reshape(out_shape)
+        return np.matmul(weights[..., None, :], values).reshape(self.out_shape)
 
-    return run
+
+class SlideAttentionFromMaps:
+    """The Slide attention with its shift convolutions absorbed (:mod:`._slide_attention`): inputs the query (any
+    shape holding the ``(B, H, W, C)`` map's values in order) and the two NHWC maps the shift convolutions read."""
+
+    def __init__(self, weights: SlideAttentionWeights, out_shape: Tuple[int, ...]) -> None:
+        self.attention = SlideAttentionKernel(weights)
+        self.out_shape = out_shape
+
+    def __call__(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return self.attention(query.reshape(keys.shape), keys, values).reshape(self.out_shape)
+
+
+def absorb_shift_convolutions(graph: Subgraph, pending: List[Pending], output_index: int) -> List[Pending]:
+    """``pending`` where each fused Slide attention whose keys and values are the outputs of ``ka^2`` float, 'same',
+    stride-1 shift convolutions (the per-offset DEPTHWISE_CONV_2D ops, one step each or one sibling step) of two maps
+    read by nothing else becomes one :class:`SlideAttentionFromMaps` step on those maps."""
+    readers = tensor_readers(pending, output_index)
+    producers = {index: entry for entry in pending for index in entry[3]}
+    fused, absorbed = [], set()
+    for entry in pending:
+        replacement = _from_maps(graph, entry, producers, readers) if isinstance(entry[1], SlideAttentionCore) else None
+        if replacement is None:
+            fused.append(entry)
+            continue
+        step, convolutions = replacement
+        absorbed.update(id(c) for c in convolutions)
+        fused.append(step)
+    return [entry for entry in fused if id(entry) not in absorbed]
+
+
+def _from_maps(graph: Subgraph, entry: Pending, producers: Dict[int, Pending],
+               readers: Counter) -> Optional[Tuple[Pending, List[Pending]]]:
+    op, core = entry[0], entry[1]
+    count = core.count
+    query, keys, values = op.inputs[0], op.inputs[1:1 + count], op.inputs[1 + count:]
+    branches = [_shift_weights(graph, maps, producers, readers) for maps in (keys, values)]
+    if any(b is None for b in branches):
+        return None
+    (k_map, k_weight, k_bias, k_steps), (v_map, v_weight, v_bias, v_steps) = branches  # type: ignore[misc]
+    heads, head_dim = core.head_shape[-2:]
+    channels = heads * head_dim
+    shape = graph.tensors[k_map].shape
+    ka = k_weight.shape[2]
+    if ka * ka != count or k_weight.shape != v_weight.shape or k_weight.shape[0] != channels * count \
+            or graph.tensors[v_map].shape != shape or len(shape) != 4 \
+            or int(np.prod(graph.tensors[query].shape)) != int(np.prod(shape)):
+        return None
+    weights = prepare_weights(heads, head_dim, k_weight, k_bias, v_weight, v_bias)
+    fused_op = Operator(op.index, "SLIDE_ATTENTION", op.version, (query, k_map, v_map), op.outputs, {})
+    kernel = SlideAttentionFromMaps(weights, core.out_shape)
+    return (fused_op, kernel, [None, None, None], op.outputs), k_steps + v_steps
+
+
+def _shift_weights(graph: Subgraph, maps: Sequence[int], producers: Dict[int, Pending], readers: Counter):
+    """For shifted maps ``maps`` (neighbour g = ``maps[g]``): the map they all shift, the weights ``(C * count, 1,
+    ka, ka)`` and biases (channel ``c``, neighbour ``g`` at ``c * count + g``), and the steps that made them; None
+    unless each is a float 'same' stride-1 DEPTHWISE_CONV_2D output read only by the attention."""
+    steps: List[Pending] = []
+    filters, biases, source = [], [], None
+    for index in maps:
+        entry = producers.get(index)
+        if entry is None or entry[0].op != "DEPTHWISE_CONV_2D" or readers[index] != 1:
+            return None
+        op, kernel, consts = entry[0], entry[1], entry[2]
+        options = op.options
+        if options.get("padding", PADDING_VALID) != PADDING_SAME or options.get("stride_h", 1) != 1 \
+                or options.get("stride_w", 1) != 1 or options.get("dilation_h", 1) != 1 \
+                or options.get("dilation_w", 1) != 1 or options.get("activation", 0) != 0 \
+                or source not in (None, op.inputs[0]) or graph.tensors[op.inputs[0]].dtype != FLOAT:
+            return None
+        source = op.inputs[0]
+        if isinstance(kernel, SiblingDepthwise):
+            group = entry[3].index(index)
+            filters.append(kernel.taps[..., group::kernel.count])
+            biases.append(None if kernel.bias is None else kernel.bias[group::kernel.count])
+        else:
+            weight = consts[1] if len(consts) > 1 else None
+            if weight is None or weight.dtype != FLOAT or weight.ndim != 4 or weight.shape[0] != 1:
+                return None
+            filters.append(weight[0])
+            biases.append(consts[2] if len(consts) > 2 else None)
+        if not any(entry is s for s in steps):
+            steps.append(entry)
+    if any(f.shape != filters[0].shape for f in filters) or filters[0].shape[0] != filters[0].shape[1] \
+            or filters[0].shape[0] % 2 != 1:
+        return None
+    ka, channels = filters[0].shape[0], filters[0].shape[2]
+    weight = np.stack(filters, axis=-1).reshape(ka, ka, channels * len(maps)).transpose(2, 0, 1)
+    bias = np.stack([np.zeros(channels, np.float32) if b is None else b.reshape(-1) for b in biases], axis=-1)
+    # every output of a sibling step must be one of these maps (its other outputs would be lost)
+    if any(i not in maps for step in steps for i in step[3]):
+        return None
+    return source, np.ascontiguousarray(weight.reshape(-1, 1, ka, ka), np.float32), bias.reshape(-1), steps

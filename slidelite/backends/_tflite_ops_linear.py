@@ -264,7 +264,23 @@ def depthwise_conv_2d(ctx: OpContext) -> Kernel:
     return run
 
 
-def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
+class SiblingDepthwise:
+    """Float DEPTHWISE_CONV_2D ops on one input run as one depthwise convolution with depth multiplier ``count``
+    (:func:`sibling_depthwise`); its outputs are strided views, one per op. The attributes describe it for later
+    fusions: ``taps`` ``(kh, kw, C * count)`` (channel ``c`` of op ``g`` at ``c * count + g``), ``bias`` or None,
+    the ``window`` and the fused ``activation``."""
+
+    def __init__(self, taps: np.ndarray, bias: Optional[np.ndarray], window: Window, activation: int,
+                 count: int) -> None:
+        self.taps, self.bias, self.window, self.activation, self.count = taps, bias, window, activation, count
+        self._kernel = _depthwise_kernel(taps, window)
+
+    def __call__(self, x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
+        out = _depthwise(x, self._kernel, self.window, self.count, self.bias, self.activation)
+        return tuple(out[..., group::self.count] for group in range(self.count))  # strided views, no copies
+
+
+def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[SiblingDepthwise]:
     """One kernel for float DEPTHWISE_CONV_2D ops that read the same input with the same options and filter size (the
     Slide attention's shift convolutions come in nines): their filters and biases interleaved as one depthwise
     convolution with depth multiplier ``len(ctxs)``, each op's output a strided view of it. None when the ops do not
@@ -284,15 +300,7 @@ def sibling_depthwise(ctxs: Sequence[OpContext]) -> Optional[Kernel]:
     biases = [_float_bias(c, 2, channels) for c in ctxs]
     bias = None if all(b is None for b in biases) else np.stack(
         [np.zeros(channels, np.float32) if b is None else b for b in biases], axis=-1).reshape(-1)
-    activation = int(first.option("activation", 0))
-    win = _window(first, kh, kw)
-    kernel = _depthwise_kernel(taps, win)
-
-    def run(x: np.ndarray, *_: object) -> Tuple[np.ndarray, ...]:
-        out = _depthwise(x, kernel, win, count, bias, activation)
-        return tuple(out[..., group::count] for group in range(count))  # strided views, no copies
-
-    return run
+    return SiblingDepthwise(taps, bias, _window(first, kh, kw), int(first.option("activation", 0)), count)
 
 
 def _depthwise(x: np.ndarray, kernel: DepthwiseNhwc, win: Window, multiplier: int,
