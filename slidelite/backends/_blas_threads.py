@@ -32,8 +32,8 @@ import numpy as np
 _SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
 _GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
 _cache: List[Optional[ctypes.CDLL]] = []
-#: products smaller than this many multiply-adds run on one BLAS thread (about 1 ms on one core)
-PARALLEL_MIN_MACS = 1 << 25
+#: products smaller than this many multiply-adds run on one BLAS thread (about 0.1 ms on one core)
+PARALLEL_MIN_MACS = 1 << 22
 _requested = [1]
 _pools: List[Tuple[int, ThreadPoolExecutor]] = []
 _pool_lock = threading.Lock()
@@ -128,30 +128,46 @@ def parallel_ranges(count: int, work: Callable[[int, int], None], min_count: int
         job.result()
 
 
-def _row_split_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+#: an in-place step on a block of output rows that :func:`blas_matmul` runs right after computing them
+Epilogue = Callable[[np.ndarray], object]
+
+
+def _row_split_matmul(a: np.ndarray, b: np.ndarray, epilogue: Optional[Epilogue]) -> np.ndarray:
     """``a @ b`` for a 2-D ``b``, the rows of ``a`` split over ``threads`` threads (numpy releases the GIL
-    inside BLAS), each product on one OpenBLAS thread."""
+    inside BLAS), each product on one OpenBLAS thread, each block's ``epilogue`` run by the same thread."""
     rows = a.reshape(-1, a.shape[-1])
     out = np.empty((rows.shape[0], b.shape[1]), np.result_type(a, b))
-    parallel_ranges(rows.shape[0], lambda lo, hi: np.matmul(rows[lo:hi], b, out=out[lo:hi]), min_count=1)
+
+    def block(lo: int, hi: int) -> None:
+        np.matmul(rows[lo:hi], b, out=out[lo:hi])
+        if epilogue is not None:
+            epilogue(out[lo:hi])
+
+    parallel_ranges(rows.shape[0], block, min_count=1)
     return out.reshape(a.shape[:-1] + (b.shape[1],))
 
 
-def blas_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b)``, on the requested threads when the product is large."""
+def blas_matmul(a: np.ndarray, b: np.ndarray, epilogue: Optional[Epilogue] = None) -> np.ndarray:
+    """``np.matmul(a, b)``, on the requested threads when the product is large, then ``epilogue`` (in place: a
+    bias, an activation) on the result, on the threads that computed it while it is still in their cache."""
     threads = _requested[0]
+    out: Optional[np.ndarray] = None
     if threads > 1 and a.ndim >= 2 and b.ndim >= 2:
         macs = max(a.size * b.shape[-1], b.size * a.shape[-2])  # exact for the batched shapes the kernels use
         if macs >= PARALLEL_MIN_MACS and b.ndim == 2 and a.size // a.shape[-1] >= 2 * threads:
-            return _row_split_matmul(a, b)
+            return _row_split_matmul(a, b, epilogue)
         setter = _function(_SETTERS) if macs >= PARALLEL_MIN_MACS else None
         if setter is not None:
             setter(ctypes.c_int(threads))
             try:
-                return np.matmul(a, b)
+                out = np.matmul(a, b)
             finally:
                 setter(ctypes.c_int(1))
-    return np.matmul(a, b)
+    if out is None:
+        out = np.matmul(a, b)
+    if epilogue is not None:
+        epilogue(out)
+    return out
 
 
 def blas_threads() -> Optional[int]:

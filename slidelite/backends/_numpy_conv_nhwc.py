@@ -18,7 +18,8 @@ import numpy as np
 
 from ._blas_threads import blas_matmul
 from ._depthwise_nhwc import DepthwiseNhwc, pad_nhwc
-from ._numpy_ops import OPS, Attrs, Consts, Kernel, OpError, apply_activation, conv_pads, register_op
+from ._numpy_ops import (OPS, Attrs, Consts, Kernel, OpError, apply_activation, bias_activation, conv_pads,
+                         register_op)
 from ._onnx_reader import Node
 
 
@@ -41,8 +42,9 @@ class ConvNhwc:
         if self.depthwise:
             self.depthwise_kernel = DepthwiseNhwc(weight.reshape(self.out_channels, kh, kw).transpose(1, 2, 0),
                                                   self.strides, self.dilations)
-        else:  # (kh*kw*C, O): the column order of the im2col below
+        else:  # (kh*kw*C, O): the column order of the im2col below; bias and activation per block of rows
             self.matrix = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, self.out_channels))
+            self.epilogue = bias_activation(self.bias, self.activation)
 
     def __call__(self, x: np.ndarray, *unused: Optional[np.ndarray]) -> np.ndarray:
         if x.ndim != 4 or x.shape[3] != self.in_channels:
@@ -59,10 +61,7 @@ class ConvNhwc:
             return self._depthwise(x, oh, ow)
         windows = [x[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
                    for ky in range(kh) for kx in range(kw)]
-        out = self._gemm(windows, n, oh, ow)
-        if self.bias is not None:
-            out += self.bias
-        return apply_activation(out, self.activation)
+        return self._gemm(windows, n, oh, ow)
 
     def _depthwise(self, x: np.ndarray, oh: int, ow: int) -> np.ndarray:
         out = self.depthwise_kernel(x, oh, ow)
@@ -72,7 +71,7 @@ class ConvNhwc:
 
     def _gemm(self, windows: List[np.ndarray], n: int, oh: int, ow: int) -> np.ndarray:
         cols = windows[0] if len(windows) == 1 else np.concatenate(windows, axis=3)
-        out = blas_matmul(cols.reshape(n * oh * ow, -1), self.matrix)
+        out = blas_matmul(cols.reshape(n * oh * ow, -1), self.matrix, self.epilogue)
         return out.reshape(n, oh, ow, self.out_channels)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._blas_threads import blas_matmul, parallel_ranges
+from ._blas_threads import Epilogue, blas_matmul, parallel_ranges
 from ._kernel_registry import registrar
 from ._onnx_reader import Node
 
@@ -326,19 +326,26 @@ def normalize_rows(x: np.ndarray, inner: int, scale: np.ndarray, bias: Optional[
 
 # --------------------------------------------------------------------------------------------- linear algebra
 
-@register_op("MatMul")
-def _matmul(node: Node, consts: Consts) -> Kernel:
-    bias, activation = node.attributes.get("_bias"), node.attributes.get("_activation")
+def bias_activation(bias: Optional[np.ndarray], activation: Optional[tuple]) -> Optional[Epilogue]:
+    """``out += bias`` (broadcast along the last axis) and the fused activation, in place, as an epilogue for
+    :func:`blas_matmul` (None when there is neither)."""
     if bias is None and activation is None:
-        return blas_matmul
+        return None
 
-    def matmul_bias(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = blas_matmul(a, b)
+    def epilogue(out: np.ndarray) -> None:
         if bias is not None:
             out += bias
-        return apply_activation(out, activation)
+        apply_activation(out, activation)
 
-    return matmul_bias
+    return epilogue
+
+
+@register_op("MatMul")
+def _matmul(node: Node, consts: Consts) -> Kernel:
+    epilogue = bias_activation(node.attributes.get("_bias"), node.attributes.get("_activation"))
+    if epilogue is None:
+        return blas_matmul
+    return lambda a, b: blas_matmul(a, b, epilogue)
 
 
 @register_op("Gemm")
@@ -354,8 +361,15 @@ def _gemm(node: Node, consts: Consts) -> Kernel:
     if c_const is not None and beta != 1.0:
         c_const = c_const * c_const.dtype.type(beta)
 
+    activation = attrs.get("_activation")
+    # a constant row bias and the activation run on each block of rows as it is computed
+    row_bias = c_const is None or c_const.ndim == 0 or c_const.size == c_const.shape[-1]
+    epilogue = bias_activation(None if c_const is None else c_const.reshape(-1), activation) if row_bias else None
+
     def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray] = None) -> np.ndarray:
         a = a.T if trans_a else a
+        if b_const is not None and (c is None or c_const is not None) and row_bias:
+            return blas_matmul(a, b_const, epilogue)
         if b_const is not None:
             out = blas_matmul(a, b_const)
         else:
@@ -365,7 +379,6 @@ def _gemm(node: Node, consts: Consts) -> Kernel:
             out += c_const if c_const is not None else c * c.dtype.type(beta)
         return apply_activation(out, activation)
 
-    activation = attrs.get("_activation")
     return gemm
 
 
