@@ -29,18 +29,23 @@ MODELS = {  # name -> (zoo architecture, input shape, re-parameterize): exported
 
 
 EXPLANATION = """\
-Where the numpy backend's time goes (per-op CPU time, one thread): EfficientNet-Lite0 is all convolution:
-depthwise about 55% (a multiply and an add pass per tap, numpy having no fused multiply-add; the weights are
-repeated along the output row and strided convolutions read stride**2 phase images, so every pass runs over
-whole contiguous rows) and 1x1 OpenBLAS GEMMs on skinny matrices about 38%. Slide-Swin-T is GEMMs at
-OpenBLAS speed (about 40%), the Slide attention's grouped shift convolutions (im2col + one small GEMM per
-channel, about 28%) and the copies that turn their output channels-last (Reshape, 6%), Gelu (7%, exact, through
-an Abramowitz-Stegun erfc), LayerNormalization and Softmax (3% each). With more than one thread the numpy
-backend splits only large products (by rows), depthwise-convolution bands and the blocked elementwise kernels
-over its threads; the other kernels run on one core, while onnxruntime parallelizes every op. On this 2-core
-VM other jobs share the cores (see the load average): that hurts whichever engine waits on a second thread,
-and the wall-clock p50 of the shortest runs (the micro model) swings several-fold between runs, which is
-why the one-thread CPU time is given too."""
+Where the numpy backend's time goes (per-op CPU time, one thread). EfficientNet-Lite0 is all convolution: the
+depthwise ones about half (one einsum over all taps' strided windows, a row's columns and channels as one
+contiguous axis; strided ones read column phase images) and the 1x1 OpenBLAS GEMMs on skinny matrices about 40%
+(bias and ReLU6 applied per block of rows as they are computed). Its products alone, replayed without anything
+else, already take about 1.9x onnxruntime's whole run (the last table column): that is OpenBLAS and numpy's
+einsum against onnxruntime's MLAS kernels, a floor no plan in numpy gets under. Slide-Swin-T is GEMMs at OpenBLAS
+speed (about half), the fused Slide attention (16%: per head, the logits as one (pixels, 10*hd) @ (10*hd, 9)
+product of q times the 9 shifted keys, the output as attn @ [W_v | b_v] and one einsum with the shifted values,
+instead of two depthwise convolutions with 9 outputs per channel), Gelu (12%, exact, through an
+Abramowitz-Stegun erfc), the window attention's MatMuls, LayerNormalization and Softmax. The micro model's
+28x28 maps make every op small: there the time is numpy's per-call overhead (its products alone are a third of
+onnxruntime's run). With more than one thread the numpy backend splits products from 4M multiply-adds (by rows,
+with their bias and activation), depthwise rows, attention row bands and the blocked elementwise kernels over
+its threads; the other kernels run on one core, while onnxruntime parallelizes every op. On this 2-core VM other
+jobs share the cores (see the load average): that hurts whichever engine waits on a second thread, and the
+wall-clock p50 of the shortest runs (the micro model) swings several-fold between runs, which is why the
+one-thread CPU time is given too."""
 
 
 def exported(name: str) -> Path:
