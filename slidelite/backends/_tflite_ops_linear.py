@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._blas_threads import Epilogue, blas_matmul
 from ._depthwise_nhwc import DepthwiseNhwc, pad_nhwc
 from ._tflite_kernel_base import FLOAT, QUANTIZED, Kernel, OpContext, OpError, check_elements, positive, register
 from ._tflite_quant import (activation_range, apply_float_activation, channel_params,
@@ -197,15 +198,12 @@ def conv_2d(ctx: OpContext) -> Kernel:
     if w.dtype != FLOAT:
         raise OpError(f"hybrid CONV_2D (float input, {ctx.tensor(1).type_name} filter) is not supported")
     matrix = np.ascontiguousarray(w.reshape(cout, -1).T, dtype=np.float32)
-    bias = _float_bias(ctx, 2, cout)
-    activation = int(ctx.option("activation", 0))
+    epilogue = _float_epilogue(_float_bias(ctx, 2, cout), int(ctx.option("activation", 0)))
 
     def run(x: np.ndarray, *_: object) -> np.ndarray:
         g = win.geometry(x.shape[1], x.shape[2])
-        out = _im2col(_pad(x, g, 0.0), win, g) @ matrix
-        if bias is not None:
-            out += bias
-        return apply_float_activation(out, activation).reshape(x.shape[0], g.out_h, g.out_w, cout)
+        out = blas_matmul(_im2col(_pad(x, g, 0.0), win, g), matrix, epilogue)
+        return out.reshape(x.shape[0], g.out_h, g.out_w, cout)
 
     return run
 
@@ -319,6 +317,13 @@ def _depthwise_kernel(taps: np.ndarray, win: Window) -> DepthwiseNhwc:
     return DepthwiseNhwc(taps, (win.sh, win.sw), (win.dh, win.dw))
 
 
+def _float_epilogue(bias: Optional[np.ndarray], activation: int) -> Optional[Epilogue]:
+    """``out += bias`` and the fused float activation, in place, as a :func:`blas_matmul` epilogue (None: neither)."""
+    if bias is None and activation == 0:
+        return None
+    return lambda out: _bias_activation(out, bias, activation)
+
+
 def _bias_activation(out: np.ndarray, bias: Optional[np.ndarray], activation: int) -> np.ndarray:
     """``out += bias`` and the fused float activation, in place (no-ops for None and ACT_NONE)."""
     if bias is not None:
@@ -358,7 +363,8 @@ def fully_connected(ctx: OpContext) -> Kernel:
         product = _hybrid_product(ctx, cout, k)
     elif ctx.consts[1] is not None:
         matrix = np.ascontiguousarray(ctx.consts[1].T, dtype=np.float32)
-        product = lambda rows, _w: rows @ matrix  # noqa: E731
+        epilogue = _float_epilogue(bias, activation)
+        return lambda x, *_: blas_matmul(x.reshape(-1, k), matrix, epilogue).reshape(shape_of(x))
     else:
         ctx.require_dtypes((FLOAT,), (1,))
         product = lambda rows, w: rows @ w.T  # noqa: E731
