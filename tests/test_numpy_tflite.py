@@ -23,7 +23,7 @@ import pytest
 from slidelite import Classifier, models
 from slidelite.backends import create_backend
 from slidelite.backends._flatbuffer import Buffer, FlatbufferError
-from slidelite.backends._tflite_reader import load_tflite_model, parse_tflite
+from slidelite.backends._tflite_reader import has_hybrid_ops, load_tflite_model, parse_tflite
 from slidelite.errors import ModelError
 from slidelite.model_file import open_model_file
 from slidelite.preprocess import prepare_input
@@ -78,13 +78,6 @@ def output_step(path: Path) -> float:
 #: so a 1e-7 float difference upstream (numpy vs XNNPACK summation order) can flip one rounding and move the logits
 #: by one int8 step of that row; measured at most 0.012 on logits of magnitude ~4 (shipped Slide-Swin int8)
 HYBRID_ATOL = 2e-2
-
-
-def is_hybrid(path: Path) -> bool:
-    """True when a FULLY_CONNECTED of the file takes float activations and int8 weights."""
-    graph = load_tflite_model(path).subgraphs[0]
-    return any(op.op == "FULLY_CONNECTED" and graph.tensors[op.inputs[0]].type_name == "FLOAT32"
-               and graph.tensors[op.inputs[1]].type_name == "INT8" for op in graph.operators)
 
 
 def photo_tensors(path: Path) -> Dict[str, np.ndarray]:
@@ -169,7 +162,7 @@ def test_shipped_tflite_agrees_with_litert_on_real_photos(shipped: models.Shippe
     path = shipped.path
     ours = create_backend(open_model_file(path), "numpy")
     assert ours.input_shape == create_backend(open_model_file(path), "litert").input_shape
-    atol = HYBRID_ATOL if is_hybrid(path) else 1e-4
+    atol = HYBRID_ATOL if has_hybrid_ops(path) else 1e-4
     for name, tensor in photo_tensors(path).items():
         got, want = ours.run(tensor), litert_output(path, tensor)
         assert got.argmax() == want.argmax(), name
@@ -225,7 +218,7 @@ def test_converted_cnn_agrees_with_litert_on_real_photos(converted: Dict[str, Pa
         got, want = numpy_output(path, tensor), litert_output(path, tensor)
         assert got.argmax() == want.argmax(), name
         if steps is None:
-            np.testing.assert_allclose(got, want, atol=HYBRID_ATOL if is_hybrid(path) else 1e-4, rtol=0, err_msg=name)
+            np.testing.assert_allclose(got, want, atol=HYBRID_ATOL if has_hybrid_ops(path) else 1e-4, rtol=0, err_msg=name)
         else:  # integer graph, float logits: within one step of the int8 tensor they are dequantized from
             assert np.abs(got - want).max() <= steps * 1.001, (name, np.abs(got - want).max() / steps)
 

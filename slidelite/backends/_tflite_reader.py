@@ -311,3 +311,13 @@ def _operator(index: int, table: Table, codes: List[Tuple[str, int]], count: int
         else:
             options[key] = sub.scalar(number, fmt, default)
     return Operator(index, name, version, inputs, outputs, options)
+
+
+def has_hybrid_ops(path: Path) -> bool:
+    """True when a FULLY_CONNECTED of the ``.tflite`` file at ``path`` takes float activations and int8 weights
+    (dynamic-range quantization: each activation row is quantized on the fly, so engines agree on its outputs to
+    within one int8 step of a row, not to float precision)."""
+    graph = load_tflite_model(path).subgraphs[0]
+    return any(op.op == "FULLY_CONNECTED" and graph.tensors[op.inputs[0]].type_name == "FLOAT32"
+               and graph.tensors[op.inputs[1]].type_name == "INT8" for op in graph.operators)
+

@@ -125,11 +125,30 @@ def compare(work: Path, tolerance: float, arch: str) -> bool:
                       f"{_short(ref_error) or 'ran'})")
                 continue
             diff = max(abs(a - b) for a, b in zip(scores, ref_scores))
-            same = labels == ref_labels and diff <= tolerance
+            allowed = HYBRID_SCORE_TOLERANCE if reference != "numpy" and _hybrid(model) else tolerance
+            same = labels == ref_labels and diff <= allowed
             ok &= same
             print(f"{head} top-1 {labels[0]!r} {scores[0]:.6f} | x86_64 {reference} top-1 {ref_labels[0]!r} "
-                  f"{ref_scores[0]:.6f} | max score diff {diff:.1e} -> {'PASS' if same else 'FAIL'}")
+                  f"{ref_scores[0]:.6f} | max score diff {diff:.1e}"
+                  + (f" (hybrid int8 vs the engine: within {allowed:g})" if allowed != tolerance else "")
+                  + f" -> {'PASS' if same else 'FAIL'}")
     return ok
+
+
+#: scores of a file with hybrid (dynamic-range int8) ops against the engine: both quantize each activation row on the
+#: fly, so a float difference in the last bit upstream (numpy's and XNNPACK's summation orders) can move a row by one
+#: int8 step (tests/test_numpy_tflite.py allows 2e-2 on such logits; seen here: 2.6e-4 on a score). The ARM side and
+#: x86_64's numpy backend, which compute alike, are still held to TOLERANCE.
+HYBRID_SCORE_TOLERANCE = 5e-3
+
+
+def _hybrid(model: str) -> bool:
+    """Whether shipped ``model`` (a file name; empty: the default model) is a ``.tflite`` with hybrid int8 ops."""
+    from slidelite.backends._tflite_reader import has_hybrid_ops
+    from slidelite.models import list_shipped
+
+    path = next((Path(m.path) for m in list_shipped() if model and m.file == model), None)
+    return path is not None and path.suffix == ".tflite" and has_hybrid_ops(path)
 
 
 def _short(error: str) -> str:
