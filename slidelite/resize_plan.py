@@ -92,22 +92,27 @@ class ResizePlan:
 
     def shrink_array(self, pixels: np.ndarray) -> Image.Image:
         """The plan's region of a uint8 image array (HxW or HxWx3, already in the model's colour mode), reduced by
-        the plan's factors: rows by :func:`reduce_rows` (numpy, one pass over the region), then columns by Pillow's
-        ``Image.reduce``. Within one level of :meth:`shrink_image` on the same pixels (rounding order)."""
+        the plan's factors: rows by :func:`reduce_rows` (numpy, one pass over the region, no copy of it first),
+        then columns by Pillow. Bit-identical to :meth:`shrink_image` on the same pixels."""
         left, upper, right, lower = self.region
         region = pixels[upper:lower, left:right]
         if self.reduce[1] > 1:
             region = reduce_rows(region, self.reduce[1])
-        image = Image.fromarray(np.ascontiguousarray(region))
-        return image.reduce((self.reduce[0], 1)) if self.reduce[0] > 1 else image
+        return self._reduce_columns(Image.fromarray(np.ascontiguousarray(region)))
 
     def shrink_image(self, image: Image.Image, region: Optional[Box] = None) -> Image.Image:
         """The plan's region of ``image`` (in the model's colour mode; ``region``: where the plan's region lies in
-        it, when it is not the whole source) reduced by the plan's factors with Pillow's ``Image.reduce``."""
+        it, when it is not the whole source) reduced by the plan's factors with Pillow's ``Image.reduce``, rows
+        first and then columns, rounding as :meth:`shrink_array` does."""
         box = self.region if region is None else region
-        if self.reduce != (1, 1):
-            return image.reduce(self.reduce, box=box)
-        return image if box == (0, 0, *image.size) else image.crop(box)
+        if self.reduce[1] > 1:
+            image = image.reduce((1, self.reduce[1]), box=box)
+        elif box != (0, 0, *image.size):
+            image = image.crop(box)
+        return self._reduce_columns(image)
+
+    def _reduce_columns(self, image: Image.Image) -> Image.Image:
+        return image.reduce((self.reduce[0], 1)) if self.reduce[0] > 1 else image
 
     def apply(self, shrunk: Image.Image) -> Image.Image:
         """Resample the :meth:`shrink_array` or :meth:`shrink_image` result to the output size."""
