@@ -128,7 +128,7 @@ class HandoffSlot(OneSlot[Tuple[Frame, PreparedImage]]):
 
 #: The prepare thread works one frame ahead while its recent preparations took more than this share of the
 #: recent inferences (wall time, exponential moving averages); otherwise it prepares the newest frame just in
-#: time. Measured by ``benchmarks/camera_soak.py``.
+#: time. Measured by ``benchmarks/camera_overlap.py``.
 PREPARE_AHEAD_SHARE = 0.5
 
 

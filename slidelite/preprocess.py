@@ -120,8 +120,8 @@ def prepare_input(source: ImageSource, metadata: ModelMetadata, max_pixels: Opti
     if isinstance(source, np.ndarray):
         pixels = array_pixels(source)
         plan = plan_resize(pixels.shape[1], pixels.shape[0], inp, pre)
-        if pixels.dtype == np.uint8 and pixels.ndim == (2 if pre.color_mode == "L" else 3) and (
-                pixels.ndim == 2 or pixels.shape[2] == 3):
+        in_color_mode = pixels.ndim == 2 if pre.color_mode == "L" else pixels.ndim == 3 and pixels.shape[2] == 3
+        if pixels.dtype == np.uint8 and in_color_mode:
             return to_tensor(plan.apply(plan.shrink_array(pixels)), metadata)
         region = to_color_mode(image_from_array(pixels, region=plan.region), pre.color_mode)
         return to_tensor(plan.apply(plan.shrink_image(region, (0, 0, *region.size))), metadata)

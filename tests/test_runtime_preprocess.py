@@ -230,6 +230,8 @@ def test_reduce_rows_equals_pillow_bit_for_bit(factor, shape):
         wide = np.zeros((height, shape[1] + 10, *shape[2:]), np.uint8)
         wide[:, 5:-5] = pixels
         assert np.array_equal(reduce_rows(wide[:, 5:-5], factor), want)  # a strided region of a frame
+        if pixels.ndim == 3:  # an RGB view of a BGR frame, as the camera sources deliver it
+            assert np.array_equal(reduce_rows(np.ascontiguousarray(pixels[..., ::-1])[..., ::-1], factor), want)
 
 
 @pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (900, 3000), (3000, 900)])
