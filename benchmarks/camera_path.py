@@ -9,10 +9,12 @@ On the shipped default model ``efficientnet_lite0.tflite``. Two sections:
   to 1920x1080 and 4032x3024, as RGB arrays and as JPEG bytes (quality 95): the input tensor of
   ``preprocessing="fast"`` against ``"exact"`` (max and mean absolute difference, in pixel levels for this
   model) and the classifier's top-1 and top-5 agreement between the two (this environment's backend);
-* **speed**: one RGB frame per size (224x224 ... 4032x3024); ``Classifier.classify(frame)`` in this process
+* **speed**: one RGB frame per size (224x224 ... 4032x3024), and a JPEG file of it (``--no-jpeg``: not);
+  ``Classifier.classify(frame)`` in this process
   with this environment's backend (LiteRT where installed, as for users) fast and exact on one thread, and fast
   with the Classifier's default threads (one per physical core), against MediaPipe's
-  ``classify(mp.Image(SRGB, frame))`` in a ``.venv-tflite`` child process (MediaPipe needs numpy < 2), which
+  ``classify(mp.Image(SRGB, frame))`` (``mp.Image.create_from_file(path)`` for a JPEG) in a ``.venv-tflite`` child
+  process (MediaPipe needs numpy < 2), which
   times each of its calls itself (wall and CPU) so the pipe is not counted. MediaPipe Tasks runs XNNPACK on one
   thread outside Android/iOS/web (``GetXnnpackDefaultNumThreads`` in its ``inference_calculator_utils.cc``)
   and has no Python option for it. One call per candidate per round, the order rotating every round; p50
@@ -143,6 +145,10 @@ class MediaPipeWorker:
         """Make the child classify the speed photo fitted to ``size`` (the same pixels as :func:`fitted` here)."""
         self._ask(f"frame {size[0]} {size[1]}")
 
+    def use_jpeg(self, path: Path) -> None:
+        """Make the child classify the JPEG file ``path``, decoding it in each call (``mp.Image.create_from_file``)."""
+        self._ask(f"jpeg {path}")
+
     def classify(self) -> Tuple[float, float, int]:
         """One classify call in the child: (wall ms, CPU ms, top-1 index)."""
         wall, cpu, top = self._ask("classify").split()
@@ -162,17 +168,22 @@ def mediapipe_worker(photo_path: str) -> None:
     image = Image.open(photo_path).convert("RGB")
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(MODEL)), max_results=5)
     frame = np.zeros((1, 1, 3), np.uint8)
+    jpeg = ""
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for line in sys.stdin:
             command, *args = line.split()
             if command == "version":
                 answer = mp.__version__
             elif command == "frame":
-                frame = np.ascontiguousarray(fitted(image, (int(args[0]), int(args[1]))))
+                frame, jpeg = np.ascontiguousarray(fitted(image, (int(args[0]), int(args[1])))), ""
                 answer = "ok"
+            elif command == "jpeg":
+                jpeg, answer = line.split(" ", 1)[1].strip(), "ok"
             elif command == "classify":
                 wall, cpu = time.perf_counter(), time.process_time()
-                result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=frame))
+                picture = (mp.Image.create_from_file(jpeg) if jpeg
+                           else mp.Image(image_format=mp.ImageFormat.SRGB, data=frame))
+                result = classifier.classify(picture)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 answer = f"{wall * 1000.0} {cpu * 1000.0} {result.classifications[0].categories[0].index}"
             else:
@@ -182,17 +193,24 @@ def mediapipe_worker(photo_path: str) -> None:
                 return
 
 
-def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], warmup: int, runs: int,
-          worker: MediaPipeWorker) -> List[Dict[str, Any]]:
+def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], warmup: int, runs: int, worker: MediaPipeWorker,
+          jpeg_dir: "Path | None" = None) -> List[Dict[str, Any]]:
     """Per frame size: the :data:`CANDIDATES` (this environment's backend, LiteRT by default) and MediaPipe, one
     call each per round in an order that rotates every round; wall and CPU time (this process's, all threads;
-    the child's for MediaPipe) and each slidelite call's stage timings."""
+    the child's for MediaPipe) and each slidelite call's stage timings. The input is the RGB frame, or with
+    ``jpeg_dir`` a JPEG file of it written there (quality 95), decoded in every call by both."""
     from slidelite import Classifier
 
     rows = []
     for size in sizes:
-        frame = np.ascontiguousarray(fitted(image, size))
-        worker.use_frame(size)
+        frame: Any = np.ascontiguousarray(fitted(image, size))
+        if jpeg_dir is None:
+            worker.use_frame(size)
+        else:
+            path = jpeg_dir / f"{size[0]}x{size[1]}.jpg"
+            path.write_bytes(jpeg_bytes(frame))
+            frame = path
+            worker.use_jpeg(path)
         classifiers = {label: Classifier.from_file(MODEL, preprocessing=mode, threads=threads)
                        for label, mode, threads in CANDIDATES}
         samples: Dict[str, List[Tuple[float, float]]] = {label: [] for label in [*classifiers, "MediaPipe"]}
@@ -218,7 +236,8 @@ def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], warmup: int, run
             classifier.close()
         wall_ms = {label: float(np.median([w for w, _ in values])) for label, values in samples.items()}
         cpu_ms = {label: float(np.median([c for _, c in values])) for label, values in samples.items()}
-        row: Dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "engine": f"{engine.name} {engine.version}",
+        row: Dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "input": "array" if jpeg_dir is None else "JPEG file",
+                               "engine": f"{engine.name} {engine.version}",
                                "default_threads": threads["fast, default threads"]}
         for label in samples:
             key = _key(label)
@@ -231,7 +250,7 @@ def speed(image: Image.Image, sizes: Sequence[Tuple[int, int]], warmup: int, run
         row["fast_pre_cpu_ms"] = _preprocess_cpu_ms(frame, runs)
         row["fast_pre_cpu_share"] = row["fast_pre_cpu_ms"] / cpu_ms["fast"]
         rows.append(row)
-        print(f"{row['size']}: fast {row['fast_ms']:.2f} ms (CPU {row['fast_cpu_ms']:.2f}), default threads "
+        print(f"{row['size']} {row['input']}: fast {row['fast_ms']:.2f} ms (CPU {row['fast_cpu_ms']:.2f}), default threads "
               f"{row['fast_default_threads_ms']:.2f} ms (CPU {row['fast_default_threads_cpu_ms']:.2f}), MediaPipe "
               f"{row['mediapipe_ms']:.2f} ms (CPU {row['mediapipe_cpu_ms']:.2f}); fast/MP {row['fast_vs_mp']:.2f} "
               f"(CPU {row['fast_vs_mp_cpu']:.2f}), default threads/MP {row['fast_default_threads_vs_mp']:.2f}; "
@@ -244,8 +263,9 @@ def _key(label: str) -> str:
     return label.lower().replace(",", "").replace(" ", "_")
 
 
-def _preprocess_cpu_ms(frame: np.ndarray, runs: int) -> float:
-    """Median CPU time (this thread) of the fast preprocessing of ``frame`` alone, over ``runs`` calls."""
+def _preprocess_cpu_ms(frame: Any, runs: int) -> float:
+    """Median CPU time (this thread) of the fast preprocessing of ``frame`` (an array or a path) alone, over
+    ``runs`` calls."""
     from slidelite.model_file import open_model_file, read_metadata
     from slidelite.preprocess import prepare_input
 
@@ -268,6 +288,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
     parser.add_argument("--sizes", nargs="*", default=[f"{w}x{h}" for w, h in FRAME_SIZES], help="WxH frame sizes")
     parser.add_argument("--no-agreement", action="store_true", help="skip the agreement section")
+    parser.add_argument("--no-jpeg", action="store_true", help="time RGB frames only, not JPEG files of them")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--mediapipe-worker", metavar="PHOTO", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -292,9 +313,11 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         photo_path = Path(tmp) / "photo.png"
         photo(SPEED_PHOTO).save(photo_path)
         worker = MediaPipeWorker(photo_path)
+        speed_photo, sizes = Image.open(photo_path).convert("RGB"), [_size(text) for text in args.sizes]
         try:
-            rows = speed(Image.open(photo_path).convert("RGB"), [_size(text) for text in args.sizes], args.warmup,
-                         args.runs, worker)
+            rows = speed(speed_photo, sizes, args.warmup, args.runs, worker)
+            if not args.no_jpeg:
+                rows += speed(speed_photo, sizes, args.warmup, args.runs, worker, jpeg_dir=Path(tmp))
         finally:
             worker.close()
     device = {**device_facts(), "loadavg_before": load_before}
@@ -303,7 +326,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         ("mean_abs_diff", "mean abs diff"), ("top1_agree", "top-1 agreement"), ("top5_same_set", "same top-5 set"),
         ("top5_overlap", "top-5 overlap")])
     speed_table = _common.markdown_table(rows, [
-        ("size", "frame"), ("fast_ms", "fast p50 ms"), ("fast_default_threads_ms", "fast, default threads p50 ms"),
+        ("size", "frame"), ("input", "input"), ("fast_ms", "fast p50 ms"), ("fast_default_threads_ms", "fast, default threads p50 ms"),
         ("exact_ms", "exact p50 ms"), ("mediapipe_ms", "MediaPipe p50 ms"),
         ("fast_vs_mp", "fast / MP (p50)"), ("fast_vs_mp_cpu", "fast / MP (CPU)"),
         ("fast_default_threads_vs_mp", "fast, default threads / MP (p50)"),
@@ -322,7 +345,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     if not args.no_docs:
         body = ("`.venv/bin/python benchmarks/camera_path.py`\n\n"
                 f"Fast against exact preprocessing:\n\n{agreement_table}\n\n"
-                f"Classify calls on RGB frames, interleaved (the order rotates every round), {args.runs} rounds; "
+                "Classify calls on RGB frames and on JPEG files of them (quality 95, decoded in every call, by "
+                "MediaPipe with `mp.Image.create_from_file`), interleaved (the order rotates every round), "
+                f"{args.runs} rounds; "
                 "p50 wall time, CPU time (median, the calling process's, all threads), the preprocessing share "
                 f"(median over the calls of `preprocess_ms / total_ms`):\n\n{speed_table}\n\n{context}")
         _common.update_docs_section("camera-path", body)
