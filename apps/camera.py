@@ -58,6 +58,8 @@ class CameraConfig:
         preview_port: serve an MJPEG preview on ``http://127.0.0.1:PORT/`` (0: any free port).
         backoff_initial_s, backoff_max_s: first and longest wait between reopen attempts.
         reopen_attempts: give up after this many failed reopen attempts in a row (None: never).
+        prepare_ahead: when the next frame is preprocessed before the model is ready for it: ``auto``,
+            ``always`` or ``never`` (see :class:`.pipeline.StreamSettings`).
     """
 
     source: str = "auto"
@@ -77,6 +79,7 @@ class CameraConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     reopen_attempts: Optional[int] = None
+    prepare_ahead: str = "auto"
 
 
 class Outputs:
@@ -168,7 +171,7 @@ def run(config: CameraConfig, stdout: TextIO = sys.stdout,
             pace = config.source_fps if config.source_fps is not None else source.fps
             settings = StreamSettings(max_frames=config.max_frames, loop=config.loop, pace_fps=pace,
                                       backoff=Backoff(config.backoff_initial_s, config.backoff_max_s),
-                                      max_reopen_attempts=config.reopen_attempts)
+                                      max_reopen_attempts=config.reopen_attempts, prepare_ahead=config.prepare_ahead)
             stream = LiveStream(source, classifier, _chain(outputs.write, on_result), settings)
             with stop_on_signals(stream.stop), prompt_thread_switching():
                 stream.start()

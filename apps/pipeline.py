@@ -5,8 +5,13 @@ replacing a frame nobody has taken yet (that one is *dropped* and counted). The 
 newest frame as soon as the inference thread has taken the previous tensor, and preprocesses it
 (:meth:`slidelite.Classifier.prepare`) while the model runs on the previous one; the inference thread runs
 the model (:meth:`slidelite.Classifier.classify_prepared`) back to back, so the frame rate approaches
-1 / inference time rather than 1 / (preprocessing + inference). A frame's latency is at most about two
-inference times. Every frame delivered is either classified, failed or dropped::
+1 / inference time rather than 1 / (preprocessing + inference). When preparing a frame takes longer than
+:data:`PREPARE_AHEAD_SHARE` of an inference (measured as the stream runs: on a machine whose cores the
+model's threads and other jobs keep busy, the prepare thread waits for a core), the next frame is prepared
+as soon as the previous one is handed over, so one prepared frame is always waiting and the model never
+waits for one (:class:`OverlapPolicy`); a frame is then older by about one inference when it is classified.
+A frame's latency is at most about two inference times. Every frame delivered is either classified, failed
+or dropped::
 
     delivered == classified + errors_classify + dropped
 
@@ -121,6 +126,44 @@ class HandoffSlot(OneSlot[Tuple[Frame, PreparedImage]]):
             self._changed.notify_all()
 
 
+#: The prepare thread works one frame ahead while its recent preparations took more than this share of the
+#: recent inferences (wall time, exponential moving averages); otherwise it prepares the newest frame just in
+#: time. Measured by ``benchmarks/camera_overlap.py``.
+PREPARE_AHEAD_SHARE = 0.5
+
+
+#: ``prepare_ahead`` settings -> the share of :class:`OverlapPolicy` (None: never ahead)
+PREPARE_AHEAD = {"auto": PREPARE_AHEAD_SHARE, "always": 0.0, "never": None}
+
+
+class OverlapPolicy:
+    """When to prepare ahead: the recent wall time of preparing a frame against that of running the model
+    (exponential moving averages; updated from the prepare and the inference thread). ``share`` None: never;
+    before the model has run once, ahead as soon as a frame has been prepared."""
+
+    def __init__(self, share: Optional[float] = PREPARE_AHEAD_SHARE, smoothing: float = 0.9) -> None:
+        self.share = share
+        self.smoothing = smoothing
+        self.prepare_s = 0.0
+        self.inference_s = 0.0
+
+    def _average(self, average: float, seconds: float) -> float:
+        return seconds if average == 0.0 else self.smoothing * average + (1 - self.smoothing) * seconds
+
+    def prepared(self, seconds: float) -> None:
+        """Record how long preparing one frame took."""
+        self.prepare_s = self._average(self.prepare_s, seconds)
+
+    def inferred(self, seconds: float) -> None:
+        """Record how long one model run took."""
+        self.inference_s = self._average(self.inference_s, seconds)
+
+    @property
+    def ahead(self) -> bool:
+        """True when the next frame should be prepared before the model is ready for it."""
+        return self.share is not None and self.prepare_s > self.share * self.inference_s
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential back-off between reopen attempts: initial, initial*factor, ... capped at maximum."""
@@ -169,6 +212,7 @@ class StreamStats:
     latency_ms_total: float = 0.0
     inference_ms_total: float = 0.0
     idle_s: float = 0.0        # time the inference thread waited for a prepared frame
+    prepared_ahead: int = 0    # frames prepared before the model had taken the previous one (OverlapPolicy)
 
     @property
     def errors(self) -> int:
@@ -184,7 +228,7 @@ class StreamStats:
             "fps": round(self.classified / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
             "mean_latency_ms": round(self.latency_ms_total / done, 2),
             "mean_inference_ms": round(self.inference_ms_total / done, 2),
-            "idle_s": round(self.idle_s, 3),
+            "idle_s": round(self.idle_s, 3), "prepared_ahead": self.prepared_ahead,
         }
 
 
@@ -198,6 +242,9 @@ class StreamSettings:
         pace_fps: deliver file/folder frames at this rate, like a camera (None or 0: as fast as they decode).
         backoff: waits between reopen attempts.
         max_reopen_attempts: give up after this many failed attempts in a row (None: never).
+        prepare_ahead: ``auto`` (prepare the next frame before the model is ready for it while preparing takes
+            more than :data:`PREPARE_AHEAD_SHARE` of an inference), ``always`` or ``never`` (always the newest
+            frame, just in time).
     """
 
     max_frames: Optional[int] = None
@@ -205,6 +252,7 @@ class StreamSettings:
     pace_fps: Optional[float] = None
     backoff: Backoff = field(default_factory=Backoff)
     max_reopen_attempts: Optional[int] = None
+    prepare_ahead: str = "auto"
 
 
 @contextlib.contextmanager
@@ -243,6 +291,7 @@ class LiveStream:
         self.failure: Optional[BaseException] = None  # why the stream stopped early, if it did
         self._mailbox = LatestFrameMailbox()
         self._prepared = HandoffSlot()
+        self.overlap = OverlapPolicy(PREPARE_AHEAD[self.settings.prepare_ahead])
         self._error_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._capture_loop, name="slidelite-capture", daemon=True),
@@ -351,16 +400,23 @@ class LiveStream:
     # -- prepare thread ---------------------------------------------------------------------------
     def _prepare_loop(self) -> None:
         try:
-            while self._prepared.wait_empty():
-                frame = self._mailbox.take()  # the newest frame, taken only once the model is ready for it
+            while True:
+                ahead = self.overlap.ahead
+                if not ahead and not self._prepared.wait_empty():  # just in time: once the model is ready for it
+                    return
+                frame = self._mailbox.take()  # the newest frame
                 if frame is None:
                     return
+                started = time.monotonic()
                 try:
                     prepared = self.classifier.prepare(frame.image)
                 except Exception as exc:  # one bad frame must not end a camera that runs for months
                     self._failed(frame, exc)
                     continue
-                self._prepared.put((frame, prepared))
+                self.overlap.prepared(time.monotonic() - started)
+                self.stats.prepared_ahead += ahead
+                self._prepared.wait_empty()
+                self._prepared.put((frame, prepared))  # counted as dropped once the stream is closed
         except BaseException as exc:  # an unexpected bug: stop the stream and report it, do not hang
             self.failure = exc
             self.stop()
@@ -387,12 +443,14 @@ class LiveStream:
 
     def _classify(self, frame: Frame, prepared: PreparedImage, meter: FpsMeter) -> None:
         """Run the model on one prepared frame; a failure is counted and logged, never raised."""
+        started = time.monotonic()
         try:
             result = self.classifier.classify_prepared(prepared)
         except Exception as exc:  # one bad frame must not end a camera that runs for months
             self._failed(frame, exc)
             return
         now = time.monotonic()
+        self.overlap.inferred(now - started)
         latency_ms = result.timings.total_ms
         self.stats.classified += 1
         self.stats.latency_ms_total += latency_ms

@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--model", help="model file (default: shipped default, else the fixture model)")
     parser.add_argument("--size", default="640x480", help="video frame size WxH (default 640x480)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: runtime's)")
+    parser.add_argument("--prepare-ahead", choices=("auto", "always", "never"), default="auto",
+                        help="the pipeline's prepare-ahead setting (default auto)")
     parser.add_argument("--source-fps", type=float, default=None,
                         help="pace the video at this rate (default: 3x the model's standalone rate; "
                              "0: as fast as it decodes)")
@@ -123,6 +125,7 @@ def main() -> int:
     if args.frames < max(args.warmup + 1, 2 * AGE_WINDOW):
         parser.error(f"--frames must exceed --warmup and be at least {2 * AGE_WINDOW}")
 
+    import _common
     from _camera_fixtures import make_video, photo_frames
     from slidelite.apps.camera import CameraConfig, run
 
@@ -134,10 +137,13 @@ def main() -> int:
         alone_ms = standalone_latency_ms(model, args.threads, photo_frames(size=(width, height)), runs=200)
         source_fps = args.source_fps if args.source_fps is not None else round(3000.0 / alone_ms, 1)
         config = CameraConfig(source=str(video), model=model, threads=args.threads, headless=True, json=True,
-                              loop=True, source_fps=source_fps, max_frames=args.frames)
+                              loop=True, source_fps=source_fps, max_frames=args.frames,
+                              prepare_ahead=args.prepare_ahead)
         probe = Probe(args.frames, args.warmup)
+        cpu_start = time.process_time()
         with open(os.devnull, "w") as devnull:
             stats, failure = run(config, stdout=devnull, on_result=probe.record)
+        cpu_s = time.process_time() - cpu_start
 
     summary = stats.summary()
     inference_s = summary["mean_inference_ms"] / 1000.0
@@ -147,7 +153,10 @@ def main() -> int:
     first_age = float(np.median(probe.ages[:AGE_WINDOW]))
     last_age = float(np.median(probe.ages[probe.count - AGE_WINDOW:probe.count]))
     pace = f"paced at {source_fps:g} fps" if source_fps else "unpaced"
-    print(f"model: {model_name}; video {width}x{height}, looped, {pace}; threads {args.threads or 'default'}")
+    print(f"CPU: {_common.cpu_simd()}; this process used {cpu_s:.1f} s of CPU in the {summary['elapsed_s']:.1f} s run "
+          f"({cpu_s / summary['elapsed_s']:.2f} cores)")
+    print(f"model: {model_name}; video {width}x{height}, looped, {pace}; threads {args.threads or 'default'}; "
+          f"prepare ahead {args.prepare_ahead}; 1-minute load average {os.getloadavg()[0]:.2f} at the end")
     print(f"frames: delivered {stats.delivered}, classified {stats.classified}, dropped {stats.dropped}, "
           f"errors {stats.errors}, reopens {stats.reopens}, failure {failure}")
     print(f"time: {summary['elapsed_s']:.1f} s; fps {summary['fps']:.1f}; mean inference {summary['mean_inference_ms']:.2f} "
@@ -155,7 +164,7 @@ def main() -> int:
     print(f"efficiency fps / (1 / inference) = {summary['fps']:.1f} / {1 / inference_s:.1f} = {efficiency:.3f} "
           f"(goal >= {EFFICIENCY_GOAL})")
     print(f"inference thread: running the model {stats.inference_ms_total / 1000.0:.1f} s, waiting for a prepared "
-          f"frame {stats.idle_s:.1f} s of {summary['elapsed_s']:.1f} s")
+          f"frame {stats.idle_s:.1f} s of {summary['elapsed_s']:.1f} s; frames prepared ahead {stats.prepared_ahead}")
     print(f"for reference: fps / (1 / classify latency) = {summary['fps'] * summary['mean_latency_ms'] / 1000:.3f}; "
           f"classify alone in a loop before the soak {alone_ms:.2f} ms = {1000 / alone_ms:.1f} fps; "
           f"stream fps / that = {summary['fps'] * alone_ms / 1000:.3f}")

@@ -87,6 +87,11 @@ class CategoryFilter:
         if self._keep is not None:
             keep &= self._keep
         candidates = np.flatnonzero(keep)
+        if self.max_results is not None and candidates.size > self.max_results:
+            # only the scores at least the k-th best (ties included) need sorting: a partition finds it in O(n)
+            values = scores[candidates]
+            kth = np.partition(values, candidates.size - self.max_results)[candidates.size - self.max_results]
+            candidates = candidates[values >= kth]
         order = candidates[np.argsort(-scores[candidates], kind="stable")][: self.max_results]
         return [Category(index=int(i), label=self.labels[i], score=float(scores[i])) for i in order]
 

@@ -52,7 +52,10 @@ def resize_and_crop(image: Image.Image, metadata: ModelMetadata, fast: bool = Fa
     pre, inp = metadata.preprocess, metadata.input
     if fast:
         plan = plan_resize(image.width, image.height, inp, pre)
-        return plan.apply(plan.shrink(lambda box: to_color_mode(_cropped(image, box), pre.color_mode)))
+        if image.mode == pre.color_mode:
+            return plan.apply(plan.shrink_image(image))
+        region = to_color_mode(_cropped(image, plan.region), pre.color_mode)  # convert only the pixels needed
+        return plan.apply(plan.shrink_image(region, (0, 0, *region.size)))
     img = to_color_mode(image, pre.color_mode)
     size = resized_size(img.width, img.height, metadata)
     left, top = crop_offsets(size, inp)
@@ -105,9 +108,11 @@ def prepare_input(source: ImageSource, metadata: ModelMetadata, max_pixels: Opti
                   fast: bool = False) -> np.ndarray:
     """Decode ``source`` (:func:`slidelite.image.load_image`) and :func:`preprocess` it.
 
-    ``fast`` follows the source size's :class:`slidelite.resize_plan.ResizePlan`: a numpy frame is cut into
-    bands of the plan's region before they become images, and a JPEG is decoded at 1/2, 1/4 or 1/8 scale
-    (libjpeg's DCT scaling) while that keeps it at least twice as large as the size it is resized to.
+    ``fast`` follows the source size's :class:`slidelite.resize_plan.ResizePlan`: of a numpy frame only the plan's
+    region is read (a uint8 frame already in the model's colour mode has its rows averaged in numpy, see
+    :meth:`~slidelite.resize_plan.ResizePlan.shrink_array`; others become an image of the region first), and a JPEG
+    is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) while that keeps it at least
+    :data:`~slidelite.resize_plan.DRAFT_HEADROOM` times as large as the size it is resized to.
     """
     if not fast:
         return preprocess(load_image(source, max_pixels), metadata)
@@ -115,8 +120,11 @@ def prepare_input(source: ImageSource, metadata: ModelMetadata, max_pixels: Opti
     if isinstance(source, np.ndarray):
         pixels = array_pixels(source)
         plan = plan_resize(pixels.shape[1], pixels.shape[0], inp, pre)
-        shrunk = plan.shrink(lambda box: to_color_mode(image_from_array(pixels, region=box), pre.color_mode))
-        return to_tensor(plan.apply(shrunk), metadata)
+        in_color_mode = pixels.ndim == 2 if pre.color_mode == "L" else pixels.ndim == 3 and pixels.shape[2] == 3
+        if pixels.dtype == np.uint8 and in_color_mode:
+            return to_tensor(plan.apply(plan.shrink_array(pixels)), metadata)
+        region = to_color_mode(image_from_array(pixels, region=plan.region), pre.color_mode)
+        return to_tensor(plan.apply(plan.shrink_image(region, (0, 0, *region.size))), metadata)
     image = load_image(source, max_pixels, draft_to=lambda w, h: draft_size(w, h, inp, pre))
     return preprocess(image, metadata, fast=True)
 

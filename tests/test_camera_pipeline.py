@@ -20,7 +20,7 @@ from slidelite import Classifier  # noqa: E402
 from slidelite.apps.camera import CameraConfig, run  # noqa: E402
 from slidelite.apps.overlay import draw_overlay, overlay_text  # noqa: E402
 from slidelite.apps.pipeline import (Backoff, Frame, LatestFrameMailbox, LiveStream,  # noqa: E402
-                                     StreamSettings)
+                                     OverlapPolicy, StreamSettings)
 from slidelite.apps.sources import (FolderSource, SourceError, VideoFileSource, make_source)  # noqa: E402
 from slidelite.results import Category, ClassificationResult  # noqa: E402
 
@@ -244,6 +244,60 @@ def test_the_next_frame_is_prepared_while_the_model_runs(media, classifier):
     stats = _finish(stream)
     assert stream.failure is None and stats.classified == len(results) == 5
     assert overlapping.overlapped == overlapping.runs == 5
+
+
+def test_overlap_policy_prepares_ahead_while_preparing_takes_over_half_an_inference():
+    policy = OverlapPolicy(0.5, smoothing=0.5)
+    assert not policy.ahead  # nothing prepared yet
+    policy.prepared(0.004)
+    assert policy.ahead  # prepared, but the model has not run yet
+    policy.inferred(0.010)
+    assert not policy.ahead  # 4 ms of a 10 ms inference
+    policy.prepared(0.010)  # average 7 ms
+    assert policy.ahead
+    policy.inferred(0.020)  # average 15 ms
+    assert not policy.ahead
+    never = OverlapPolicy(None)
+    never.prepared(1.0)
+    never.inferred(0.001)
+    assert not never.ahead
+
+
+@pytest.mark.parametrize("mode,ahead", [("always", True), ("never", False)])
+def test_frames_are_prepared_ahead_only_when_asked(media, classifier, mode, ahead):
+    class CountsPreparesDuringRuns:
+        """The real classifier whose model run waits until two more frames than it has run were taken for
+        preparing: the one waiting in the hand-over slot and the next. Only a prepare thread that works ahead
+        gets there (just in time, it takes the next frame once the model has taken the waiting one)."""
+
+        def __init__(self, timeout: float) -> None:
+            self.prepares, self.runs, self.ahead = 0, 0, 0
+            self.timeout = timeout
+            self.changed = threading.Condition()
+
+        def prepare(self, image):
+            with self.changed:
+                self.prepares += 1
+                self.changed.notify_all()
+            return classifier.prepare(image)
+
+        def classify_prepared(self, prepared):
+            with self.changed:
+                self.runs += 1
+                if self.changed.wait_for(lambda: self.prepares > self.runs + 1, timeout=self.timeout):
+                    self.ahead += 1
+            return classifier.classify_prepared(prepared)
+
+    counting, results = CountsPreparesDuringRuns(10.0 if ahead else 0.2), []
+    source = VideoFileSource(media["video"])
+    source.open()
+    stream = LiveStream(source, counting, results.append, StreamSettings(max_frames=4, loop=True, prepare_ahead=mode))
+    stream.start()
+    stats = _finish(stream)
+    assert stream.failure is None and stats.classified == len(results) == 4
+    assert counting.ahead == (4 if ahead else 0)
+    assert (stats.prepared_ahead >= 4) if ahead else stats.prepared_ahead == 0
+    assert stats.delivered == stats.classified + stats.errors + stats.dropped
 
 
 def _finish(stream: LiveStream):

@@ -6,7 +6,7 @@ import pytest
 
 from slidelite.errors import UsageError
 from slidelite.metadata import metadata_from_dict
-from slidelite.postprocess import scores_from_output, select_categories, softmax
+from slidelite.postprocess import CategoryFilter, scores_from_output, select_categories, softmax
 from tests._runtime_fixtures import LABELS, fixture_metadata
 
 SCORES = np.array([0.05, 0.30, 0.10, 0.30, 0.02, 0.08, 0.05, 0.04, 0.03, 0.03])
@@ -103,3 +103,12 @@ def test_duplicate_labels_are_all_allowed():
     labels = ("a", "b", "a")
     cats = select_categories(np.array([0.2, 0.5, 0.3]), labels, allowlist=["a"])
     assert [(c.index, c.label) for c in cats] == [(2, "a"), (0, "a")]
+
+
+@pytest.mark.parametrize("max_results", [1, 3, 5, 40, None])
+def test_top_k_is_a_full_sort_cut_to_k_ties_by_index(max_results):
+    rng = np.random.default_rng(max_results or 0)
+    scores = np.round(rng.random(1000), 2)  # many ties, also across the k-th place
+    labels = [f"c{i}" for i in range(1000)]
+    got = [c.index for c in CategoryFilter(labels, max_results)(scores)]
+    assert got == [int(i) for i in np.argsort(-scores, kind="stable")[:max_results]]

@@ -12,9 +12,8 @@ from slidelite import Classifier
 from slidelite.errors import ImageError, UsageError
 from slidelite.metadata import metadata_from_dict
 from slidelite.model_file import open_model_file, read_metadata
-from slidelite.image import image_from_array
 from slidelite.preprocess import prepare_input, preprocess, resized_size
-from slidelite.resize_plan import BAND_ROWS, plan_resize
+from slidelite.resize_plan import plan_resize, reduce_rows
 from tests._runtime_fixtures import fixture_metadata, reference_preprocess
 
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut(),
@@ -210,21 +209,41 @@ def test_fast_path_is_bit_exact_when_only_a_crop_is_needed(variant):
     assert np.array_equal(prepare_input(photo.crop((16, 0, 80, 64)), md), todays_tensor(photo.crop((16, 0, 80, 64)), md))
 
 
-def test_fast_path_gives_the_same_tensor_for_arrays_and_pil_images():
+@pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (1000, 4000)])
+def test_fast_path_gives_the_same_tensor_for_arrays_and_pil_images(size):
     md = shipped_metadata("efficientnet_lite0.tflite")
+    assert plan_resize(*size, md.input, md.preprocess).reduce != (1, 1)
     for name in ("chelsea", "rocket"):
-        frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS[name]), (1920, 1080), Image.Resampling.BICUBIC))
+        frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS[name]), size, Image.Resampling.BICUBIC))
         assert np.array_equal(prepare_input(frame, md, fast=True), prepare_input(Image.fromarray(frame), md, fast=True))
 
 
-@pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (900, 3000)])
-def test_banded_shrink_equals_reducing_the_whole_region(size):
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 7, 8, 13, 16, 19])
+@pytest.mark.parametrize("shape", [(3, 33, 3), (5, 20)])
+def test_reduce_rows_equals_pillow_bit_for_bit(factor, shape):
+    rng = np.random.default_rng(factor)
+    for height in (factor * shape[0], factor * shape[0] + 1, factor * shape[0] + factor - 1):  # with a short last group
+        pixels = rng.integers(0, 256, (height, *shape[1:]), dtype=np.uint8)
+        pixels[:factor] = 255  # the largest sums
+        want = np.asarray(Image.fromarray(pixels).reduce((1, factor)))
+        assert np.array_equal(reduce_rows(pixels, factor), want)
+        wide = np.zeros((height, shape[1] + 10, *shape[2:]), np.uint8)
+        wide[:, 5:-5] = pixels
+        assert np.array_equal(reduce_rows(wide[:, 5:-5], factor), want)  # a strided region of a frame
+        if pixels.ndim == 3:  # an RGB view of a BGR frame, as the camera sources deliver it
+            assert np.array_equal(reduce_rows(np.ascontiguousarray(pixels[..., ::-1])[..., ::-1], factor), want)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (4032, 3024), (900, 3000), (3000, 900)])
+def test_shrink_array_is_pillows_reduce_rows_then_columns(size):
     md = shipped_metadata("efficientnet_lite0.tflite")
     frame = np.asarray(ImageOps.fit(Image.fromarray(PHOTOS["astronaut"]), size))
     plan = plan_resize(*size, md.input, md.preprocess)
-    assert plan.reduce != (1, 1) and plan.region[3] - plan.region[1] > BAND_ROWS  # several bands
-    whole = image_from_array(frame, region=plan.region).reduce(plan.reduce)
-    assert np.array_equal(np.asarray(plan.shrink(lambda box: image_from_array(frame, region=box))), np.asarray(whole))
+    (fx, fy), box = plan.reduce, plan.region
+    assert fx > 1 and fy > 1
+    want = Image.fromarray(frame).crop(box).reduce((1, fy)).reduce((fx, 1))
+    assert np.array_equal(np.asarray(plan.shrink_array(frame)), np.asarray(want))
+    assert np.array_equal(np.asarray(plan.shrink_image(Image.fromarray(frame))), np.asarray(want))
 
 
 def test_fast_path_reads_strided_views_like_their_copies():
@@ -241,15 +260,25 @@ def default_classifiers():
         yield fast, exact
 
 
-@pytest.mark.parametrize("name", sorted(PHOTOS))
-@pytest.mark.parametrize("size", [None, (1920, 1080), (4032, 3024)])
+#: every scikit-image photo (``benchmarks/camera_path.py`` measures the same ones); grey ones as RGB
+ALL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
+              "immunohistochemistry", "camera", "moon", "coins", "clock", "brick", "grass", "gravel", "cell")
+
+
+def rgb_photo(name: str) -> Image.Image:
+    pixels = getattr(data, name)()
+    return Image.fromarray(np.asarray(pixels[0] if isinstance(pixels, tuple) else pixels)).convert("RGB")
+
+
+@pytest.mark.parametrize("name", ALL_PHOTOS)
+@pytest.mark.parametrize("size", [None, (640, 480), (1280, 720), (1920, 1080), (4032, 3024)])
 def test_fast_path_on_large_photos_differs_little_and_keeps_the_top1(default_classifiers, name, size):
     fast, exact = default_classifiers
-    photo = Image.fromarray(PHOTOS[name])
+    photo = rgb_photo(name)
     frame = np.asarray(photo if size is None else ImageOps.fit(photo, size, Image.Resampling.BICUBIC))
     got, want = fast.prepare(frame).tensor, exact.prepare(frame).tensor
     diff = np.abs(got.astype(np.float64) - want) * np.asarray(fast.metadata.preprocess.std) * 255  # pixel levels
-    assert diff.max() <= 8 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+    assert diff.max() <= 10 and diff.mean() <= 0.75, (diff.max(), diff.mean())
     assert fast.classify(frame).top.index == exact.classify(frame).top.index
 
 

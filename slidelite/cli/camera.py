@@ -68,12 +68,15 @@ def _log_to_stderr() -> None:
               help="Longest wait between reopen attempts (the wait doubles up to this).")
 @click.option("--reopen-attempts", type=click.IntRange(min=0), default=None, metavar="N",
               help="Give up after N failed reopen attempts in a row (default: never).")
+@click.option("--prepare-ahead", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Preprocess the next frame before the model is ready for it: auto does so while preprocessing "
+                   "takes more than half an inference (a busy CPU); never always takes the newest frame.")
 @error_boundary
 def command(source: str, model: Optional[str], backend: str, threads: Optional[int], top_k: int, headless: bool,
             as_json: bool, max_frames: Optional[int], loop: bool, source_fps: Optional[float],
             resolution: Optional[Tuple[int, int]], record: Optional[str], record_fps: float,
             preview_port: Optional[int], backoff_initial: float, backoff_max: float,
-            reopen_attempts: Optional[int]) -> int:
+            reopen_attempts: Optional[int], prepare_ahead: str) -> int:
     """Classify a live stream: the newest frame is always the one classified; stale frames are dropped.
 
     \b
@@ -91,7 +94,7 @@ def command(source: str, model: Optional[str], backend: str, threads: Optional[i
                           headless=headless, json=as_json, max_frames=max_frames, loop=loop, source_fps=source_fps,
                           resolution=resolution, record=record, record_fps=record_fps, preview_port=preview_port,
                           backoff_initial_s=backoff_initial, backoff_max_s=max(backoff_max, backoff_initial),
-                          reopen_attempts=reopen_attempts)
+                          reopen_attempts=reopen_attempts, prepare_ahead=prepare_ahead)
     stats, failure = run(config)
     summary = stats.summary()
     if as_json:
