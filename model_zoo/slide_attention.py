@@ -114,30 +114,47 @@ class SlideAttention(nn.Module):
     def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
         """The re-parameterized form, all convolutions over channel-first maps (see the module docstring)."""
         B, H, W, C = x.shape
-        heads, hd, ka, kk = self.num_heads, self.head_dim, self.ka, self.ka * self.ka
-        k_weight, k_bias = self._per_offset(self.k_conv)
-        v_weight, v_bias = self._per_offset(self.v_conv)
-        to_heads, to_channels = x.new_ones(heads, hd, 1, 1), x.new_ones(C, 1, 1, 1)  # sum over / copy to a head
-        weight, bias = self.qkv.weight.reshape(3 * C, C, 1, 1), self.qkv.bias
+        heads, ka, kk = self.num_heads, self.ka, self.ka * self.ka
+        kernel = self._deployed_kernel
         x = x.permute(0, 3, 1, 2)
-        q, k, v = (F.conv2d(x, weight[i * C:(i + 1) * C], None if bias is None else bias[i * C:(i + 1) * C])
-                   for i in range(3))
-        logits = torch.cat([F.conv2d(q * F.conv2d(k, k_weight[j], k_bias[j], padding=ka // 2, groups=C),
-                                     to_heads, groups=heads) for j in range(kk)], 1).reshape(B, kk, heads * H * W)
+        q, k, v = (F.conv2d(x, kernel(f"{name}_weight"), kernel(f"{name}_bias")) for name in ("q", "k", "v"))
+        logits = torch.cat([F.conv2d(q * F.conv2d(k, kernel(f"key_weight_{j}"), kernel(f"key_bias_{j}"),
+                                                  padding=ka // 2, groups=C), kernel("head_sum"), groups=heads)
+                            for j in range(kk)], 1).reshape(B, kk, heads * H * W)
         # softmax over kk written out: ONNX Runtime transposes for a Softmax on a non-last axis
         e = (logits - logits.amax(dim=1, keepdim=True)).exp()
         attn = (e / e.sum(dim=1, keepdim=True)).reshape(B, kk * heads, H, W)
-        out = sum(F.conv2d(attn[:, j * heads:(j + 1) * heads], to_channels, groups=heads)
-                  * F.conv2d(v, v_weight[j], v_bias[j], padding=ka // 2, groups=C) for j in range(kk))
-        out = F.conv2d(out, self.proj.weight.reshape(C, C, 1, 1), self.proj.bias)
+        out = sum(F.conv2d(attn[:, j * heads:(j + 1) * heads], kernel("head_copy"), groups=heads)
+                  * F.conv2d(v, kernel(f"value_weight_{j}"), kernel(f"value_bias_{j}"), padding=ka // 2, groups=C)
+                  for j in range(kk))
+        out = F.conv2d(out, kernel("proj_weight"), self.proj.bias)
         return out.permute(0, 2, 3, 1)
 
-    def _per_offset(self, conv: nn.Conv2d) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The C -> C * ka^2 depthwise ``conv`` as ka^2 depthwise C -> C kernels: a (C, 1, ka, ka) weight per
-        offset and the biases (ka^2, C); output channel c * ka^2 + j of ``conv`` is offset j of channel c."""
-        C, ka, kk = self.dim, self.ka, self.ka * self.ka
-        weight = conv.weight.reshape(C, kk, kk).transpose(0, 1)
-        return [weight[j].reshape(C, 1, ka, ka) for j in range(kk)], conv.bias.reshape(C, kk).transpose(0, 1)
+    def _deployed_kernel(self, name: str) -> torch.Tensor | None:
+        """The deployed forward's constant ``name`` (see :meth:`_store_deployed_kernels`)."""
+        return getattr(self, f"deployed_{name}")
+
+    def _store_deployed_kernels(self) -> None:
+        """The deployed forward's kernels as non-persistent buffers, each used whole (a constant of known shape
+        for every exporter, the legacy TorchScript one included; the state dict keeps ``qkv``, ``proj``,
+        ``k_conv`` and ``v_conv``): q|k|v and proj as 1x1 kernels, the C -> C * ka^2 depthwise ``k_conv`` /
+        ``v_conv`` as ka^2 depthwise C -> C kernels and biases (their output channel c * ka^2 + j is offset j of
+        channel c), and the kernels of ones that sum a head's channels and copy a weight to them."""
+        C, heads, hd, ka, kk = self.dim, self.num_heads, self.head_dim, self.ka, self.ka * self.ka
+        weight, bias = self.qkv.weight.reshape(3 * C, C, 1, 1), self.qkv.bias
+        kernels = {"proj_weight": self.proj.weight.reshape(C, C, 1, 1),
+                   "head_sum": weight.new_ones(heads, hd, 1, 1), "head_copy": weight.new_ones(C, 1, 1, 1)}
+        for i, name in enumerate("qkv"):
+            kernels[f"{name}_weight"] = weight[i * C:(i + 1) * C]
+            kernels[f"{name}_bias"] = None if bias is None else bias[i * C:(i + 1) * C]
+        for name, conv in (("key", self.k_conv), ("value", self.v_conv)):
+            offsets, biases = conv.weight.reshape(C, kk, kk).transpose(0, 1), conv.bias.reshape(C, kk).transpose(0, 1)
+            for j in range(kk):
+                kernels[f"{name}_weight_{j}"] = offsets[j].reshape(C, 1, ka, ka)
+                kernels[f"{name}_bias_{j}"] = biases[j]
+        for name, value in kernels.items():
+            self.register_buffer(f"deployed_{name}", None if value is None else value.detach().clone(),
+                                 persistent=False)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -157,6 +174,7 @@ class SlideAttention(nn.Module):
             self.qkv.bias.copy_(self.qkv.bias.reshape(heads, 3, hd).transpose(0, 1).reshape(3 * C))
             self.qkv.bias[:C] *= self.scale
         del self.dep_conv, self.dep_conv1, self.relative_position_bias_table
+        self._store_deployed_kernels()
         self.deployed = True
 
     def _depthwise(self, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
