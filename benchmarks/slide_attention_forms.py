@@ -157,6 +157,21 @@ def whole_models() -> Dict[str, Any]:
     return models
 
 
+def merge_by_reshape(model: Any) -> Any:
+    """A copy of ``model`` with the TFLite route's patch-merging rewrite only (its Slide attention form kept)."""
+    import copy
+
+    from slidelite.convert.tflite_graph import ReshapePatchMerging
+    from slidelite.zoo.slide_swin import PatchMerging
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is PatchMerging:
+                setattr(parent, name, ReshapePatchMerging(child))
+    return model.eval()
+
+
 def export(name: str, module: Any, shape: tuple, engine: str) -> Path:
     """The candidate's file for ``engine`` (cached while the sources that shape it are unchanged)."""
     if engine == "onnxruntime":
@@ -221,8 +236,6 @@ def publish(section: str, command: str, result: Any, rows: List[Dict[str, Any]],
 
 def main_whole_model(args: argparse.Namespace) -> int:
     """Slide-Swin-T with each form vs Swin-T window attention, in each engine, interleaved."""
-    from slidelite.convert.tflite_graph import tflite_form
-
     common.limit_threads(args.threads)
     start = time.perf_counter()
     shape = (1, 3, 224, 224)
@@ -230,8 +243,7 @@ def main_whole_model(args: argparse.Namespace) -> int:
     for name, module in whole_models().items():
         for engine in args.engines.split(","):
             label = f"{engine} {name}"
-            # tflite_form rewrites only the patch merging here: every form hides its SlideAttention
-            form = module if engine == "onnxruntime" else tflite_form(module)
+            form = module if engine == "onnxruntime" else merge_by_reshape(module)
             path = export(f"slide_swin_tiny-{name}", form, shape, engine)
             targets.append(common.runtime_target(label, path, engine, args.threads))
             labels[label] = (engine, name)

@@ -81,13 +81,14 @@ class TapGemmSlideAttention(nn.Module):
         q = F.pad(qkv[..., :C], (0, 0, 0, 2 * p)).reshape(B, L, C)
         k, v = (F.pad(t, (0, 0, p, p, p, p + 1)).reshape(B, -1, C) for t in (qkv[..., C:2 * C], qkv[..., 2 * C:]))
         offsets = [a * row + b for a in range(ka) for b in range(ka)]
-        logits = torch.matmul(q, self.key_bias).reshape(B, L, heads, kk)
+        N = B * L * heads                                                # 2-D products: FULLY_CONNECTED
+        logits = torch.matmul(q.reshape(B * L, C), self.key_bias).reshape(N, kk)
         for t, o in enumerate(offsets):
-            logits = logits + torch.matmul((q * k[:, o:o + L]).reshape(B, L, heads, hd), self.key_taps[t])
-        attn = logits.softmax(-1)                                        # (B, L, heads, kk)
+            logits = logits + torch.matmul((q * k[:, o:o + L]).reshape(N, hd), self.key_taps[t])
+        attn = logits.softmax(-1)                                        # (B * L * heads, kk)
         out = torch.matmul(attn, self.value_bias)
         for t, o in enumerate(offsets):
-            out = out + torch.matmul(attn, self.value_taps[t]) * v[:, o:o + L].reshape(B, L, heads, hd)
+            out = out + torch.matmul(attn, self.value_taps[t]) * v[:, o:o + L].reshape(N, hd)
         return self.proj(out.reshape(B, H, row, C)[:, :, :W])
 
 
