@@ -120,6 +120,28 @@ def test_tflite_layout_matches_the_zoo_form_in_litert(micro_files):
     np.testing.assert_allclose(out["tflite"], out["zoo"], rtol=1e-4, atol=1e-5)
 
 
+def test_slide_pvt_tflite_layout_matches_the_zoo_in_litert(tmp_path):
+    """Slide-PVT (one head in its first Slide stage, no qkv bias) in the TFLite layout converts and LiteRT
+    matches the zoo's deployed model in torch (a 4-D product with one head once failed TFLite conversion)."""
+    from slidelite.backends.litert_backend import LiteRTBackend
+    from slidelite.model_file import open_model_file
+
+    torch.manual_seed(3)
+    deployed = reparameterize_model(create_model("slide_pvt_tiny", depths=(1, 1, 1, 1), img_size=64).eval())
+    rewritten = tflite_form(deployed)
+    assert sum(isinstance(m, TapGemmSlideAttention) for m in rewritten.modules()) == 2
+    path = export_tflite(image_input_adapter(rewritten, (0.5,) * 3, (0.25,) * 3, 3), tmp_path / "pvt.tflite",
+                         nhwc_rgb_shape((64, 64)))
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    backend = LiteRTBackend(open_model_file(path), 2)
+    got = backend.run(pixels)
+    backend.close()
+    with torch.no_grad():
+        x = (torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255 - 0.5) / 0.25
+        expected = deployed(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_large_float_constants_become_int8_behind_dequantize(micro_files, tmp_path):
     """The micro's window-attention position bias (1, 8, 16, 16) is stored per head as int8; LiteRT's output
     barely moves and the float constant is gone from the file."""
