@@ -1,26 +1,28 @@
-"""One Slide attention layer in each deployable formulation vs Swin's 7x7 window attention, per engine.
+"""One Slide attention layer, and Slide-Swin-T, in each deployable formulation vs Swin's 7x7 window attention,
+per engine.
 
 Candidates (all the same function, checked against the zoo's training form before timing; random weights with
 a random deformed branch):
 
-- ``channel-first`` — the zoo's deployed form (:meth:`slidelite.zoo.SlideAttention.reparameterize`): one
-  transpose in and out, a depthwise conv each for k and v, Mul+ReduceSum over head_dim, Softmax over ka^2.
-- ``per-offset`` — the TFLite route's rewrite (``convert/tflite_graph.py``): multiplier-1 convs per offset.
-- ``batched-matmul`` — the earlier deployed form: one multiplier-9 conv over k and v, NHWC, a (1 x hd) @
-  (hd x 9) matmul per pixel and head.
-- ``correlation`` — the logits as a GEMM: the ka^2 products q_d(p) k_d(p+t) per channel (shifted copies by
-  flat slicing) contracted with the shared kernel (hd*ka^2 -> ka^2, bias and position term appended), and
-  the output as (ka^2 -> hd*ka^2) GEMM of the attention weights times the shifted values. Exactly as many
-  multiply-adds as the depthwise conv (81 per channel and pixel for ka = 3): the rewrite moves them into
-  GEMMs, it does not remove them.
-- ``window`` — Swin's window attention at the same shape (partition, qkv, attention, proj, reverse).
+- ``convolutions`` -- the zoo's deployed form (:meth:`slidelite.zoo.SlideAttention.reparameterize`), what the
+  ONNX route exports: q|k|v and proj as 1x1 convs, per neighbour a multiplier-1 depthwise conv of k and of v,
+  the head sums and copies as grouped 1x1 convs (ONNX Runtime runs all of it in its NCHWc layout).
+- ``tap-gemm`` -- the TFLite route's rewrite (``convert/tflite_graph.py``): per kernel tap a shifted slice,
+  the product with q and a (head_dim -> ka^2) GEMM shared by the heads; the weighted sum likewise.
+- ``multiplier`` -- the earlier deployed form (:func:`slidelite.zoo.slide_attention.multiplier_form`): one
+  multiplier-ka^2 depthwise conv each for k and v, element-wise products and sums.
+- ``per-offset`` -- the earlier TFLite rewrite: a multiplier-1 depthwise conv per offset in NHWC, SUM over
+  head_dim, CONCATENATION of the logits, SOFTMAX.
+- ``window`` -- Swin's window attention at the same shape (partition, qkv, attention, proj, reverse).
 
-Every candidate is exported as the converter does (ONNX: dynamo export + onnxslim; TFLite: litert-torch)
-and timed interleaved; the table gives p50 latency and the p50 of the per-round ratio to ``window``.
+Every candidate is exported as the converter does (ONNX: dynamo export + onnxslim; TFLite: litert-torch, with
+the TFLite route's patch-merging rewrite in whole models) and timed interleaved; the tables give p50 latency
+and the p50 of the per-round ratio to ``window`` (Swin-T in ``--whole-model``).
 
 Usage::
 
     python benchmarks/slide_attention_forms.py [--runs 40] [--threads 2] [--engines onnxruntime,litert] [--no-docs]
+    python benchmarks/slide_attention_forms.py --whole-model [--runs 40] [--threads 1]
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402  (the benchmarks folder is not a package)
 
 STAGES = {"stage 1 (56x56, C 96)": (96, 3, 56), "stage 2 (28x28, C 192)": (192, 6, 28)}
-LITERT_FORMS = ("channel-first", "per-offset", "window")  # the others need ops LiteRT runs badly or not at all
 
 
 def _forms() -> Dict[str, Any]:
@@ -44,62 +45,51 @@ def _forms() -> Dict[str, Any]:
     import torch.nn.functional as F
     from torch import nn
 
-    from slidelite.convert.tflite_graph import PerOffsetSlideAttention
+    from slidelite.convert.tflite_graph import TapGemmSlideAttention
+    from slidelite.zoo.slide_attention import multiplier_form
 
-    class BatchedMatmul(nn.Module):
-        """The earlier deployed form: one multiplier-ka^2 conv over k|v (NHWC out), per-pixel batched matmuls."""
+    class Form(nn.Module):
+        """A deployed Slide attention behind ``forward`` (so the TFLite route does not rewrite it)."""
+
+        def __init__(self, attn: Any, forward: Any) -> None:
+            super().__init__()
+            self.attn, self.run = attn, forward
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.run(self.attn, x)
+
+    class PerOffset(nn.Module):
+        """The earlier TFLite rewrite: per offset j, multiplier-1 depthwise convs of k and v (NHWC out), the
+        logit as MUL + SUM over head_dim, CONCATENATION, SOFTMAX, the weighted sum accumulated offset by offset."""
 
         def __init__(self, attn: Any) -> None:
             super().__init__()
+            C, kk, ka = attn.dim, attn.ka * attn.ka, attn.ka
             self.attn, self.qkv, self.proj = attn, attn.qkv, attn.proj
-            self.register_buffer("weight", torch.cat([attn.k_conv.weight, attn.v_conv.weight]).detach())
-            self.register_buffer("bias", torch.cat([attn.k_conv.bias, attn.v_conv.bias]).detach())
+            convs = (attn.k_conv, attn.v_conv)
+            weight = torch.cat([conv.weight.detach() for conv in convs]).reshape(2 * C, kk, 1, ka, ka)
+            bias = torch.cat([conv.bias.detach() for conv in convs]).reshape(2 * C, kk)
+            self.register_buffer("weight", weight.transpose(0, 1).contiguous())  # (kk, 2C, 1, ka, ka)
+            self.register_buffer("bias", bias.transpose(0, 1).contiguous())      # (kk, 2C)
+
+        def _shifted(self, x: torch.Tensor, lo: int, hi: int) -> List[torch.Tensor]:
+            x = x[:, lo:hi]
+            return [F.conv2d(x, self.weight[j, lo:hi], self.bias[j, lo:hi], padding=self.attn.ka // 2,
+                             groups=hi - lo).permute(0, 2, 3, 1) for j in range(self.attn.ka ** 2)]
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             B, H, W, C = x.shape
-            heads, hd, ka = self.attn.num_heads, self.attn.head_dim, self.attn.ka
+            heads, hd, kk, N = self.attn.num_heads, self.attn.head_dim, self.attn.ka ** 2, B * H * W
             qkv = self.qkv(x)
-            q = qkv[..., :C].reshape(B * H * W, heads, 1, hd)
-            kv = F.conv2d(qkv[..., C:].permute(0, 3, 1, 2), self.weight, self.bias, padding=ka // 2, groups=2 * C)
-            kv = kv.permute(0, 2, 3, 1).reshape(B * H * W, 2 * heads, hd, ka * ka)
-            attn = torch.matmul(q, kv[:, :heads]).softmax(dim=-1)
-            return self.proj(torch.matmul(attn, kv[:, heads:].transpose(-1, -2)).reshape(B, H, W, C))
+            q, kv = qkv[..., :C], qkv[..., C:].permute(0, 3, 1, 2)
+            keys, values = self._shifted(kv, 0, C), self._shifted(kv, C, 2 * C)
+            logits = torch.cat([(k * q).reshape(N, heads, hd).sum(-1, keepdim=True) for k in keys], -1)
+            attn = logits.softmax(-1)
+            out = sum(attn[..., j:j + 1] * values[j].reshape(N, heads, hd) for j in range(kk))
+            return self.proj(out.reshape(B, H, W, C))
 
-    class Correlation(nn.Module):
-        """Logits and output as GEMMs with the shared kernel (see the module docstring)."""
-
-        def __init__(self, attn: Any) -> None:
-            super().__init__()
-            heads, hd, kk = attn.num_heads, attn.head_dim, attn.ka * attn.ka
-            self.attn, self.qkv, self.proj = attn, attn.qkv, attn.proj
-            w = attn.k_conv.weight.detach().reshape(heads, hd, kk, kk)[0]            # (d, j, t), shared by heads
-            bk = attn.k_conv.bias.detach().reshape(heads, hd, kk).transpose(1, 2)  # (head, j, d): bias + position
-            wk = w.permute(1, 0, 2).reshape(1, kk, hd * kk).expand(heads, -1, -1)
-            self.register_buffer("wk", torch.cat([wk, bk], 2).contiguous())       # (head, j, hd*(kk+1))
-            bv = attn.v_conv.bias.detach().reshape(heads, hd, kk)[0]               # (d, j)
-            self.register_buffer("wv", torch.cat([w.permute(0, 2, 1).reshape(hd * kk, kk), bv]).contiguous())
-
-        def _shifts(self, t: torch.Tensor, H: int, W: int) -> torch.Tensor:
-            ka, p = self.attn.ka, self.attn.ka // 2
-            flat, Wp = F.pad(t, (p, p, p, p + 1)).flatten(2), W + 2 * p
-            return torch.stack([flat[..., a * Wp + c: a * Wp + c + H * Wp] for a in range(ka) for c in range(ka)], 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            B, H, W, C = x.shape
-            heads, hd, kk, p = self.attn.num_heads, self.attn.head_dim, self.attn.ka ** 2, self.attn.ka // 2
-            L = H * (W + 2 * p)
-            f = self.qkv(x).permute(0, 3, 1, 2)
-            q = F.pad(f[:, :C], (0, 2 * p)).reshape(B, heads, hd, 1, L)
-            ks = self._shifts(f[:, C:2 * C], H, W).reshape(B, heads, hd, kk, L)
-            products = torch.cat([(q * ks).reshape(B, heads, hd * kk, L), q.reshape(B, heads, hd, L)], 2)
-            a = torch.matmul(self.wk, products).softmax(2)
-            m = torch.matmul(self.wv, a)
-            vs = self._shifts(f[:, 2 * C:], H, W).reshape(B, heads, hd, kk, L)
-            out = (m[:, :, :hd * kk].reshape(B, heads, hd, kk, L) * vs).sum(3) + m[:, :, hd * kk:]
-            return self.proj(out.reshape(B, C, H, W + 2 * p)[..., :W].permute(0, 2, 3, 1))
-
-    return {"channel-first": lambda attn: attn, "per-offset": PerOffsetSlideAttention,
-            "batched-matmul": BatchedMatmul, "correlation": Correlation}
+    return {"convolutions": lambda attn: Form(attn, type(attn)._forward_deployed), "tap-gemm": TapGemmSlideAttention,
+            "multiplier": lambda attn: Form(attn, multiplier_form), "per-offset": PerOffset}
 
 
 def _window(dim: int, heads: int) -> Any:
@@ -144,8 +134,8 @@ def layer_modules(dim: int, heads: int, H: int) -> Dict[str, Any]:
 
 
 def whole_models() -> Dict[str, Any]:
-    """Slide-Swin-T (seeded random weights, deployed) with every Slide attention in each ONNX-exportable form,
-    and Swin-T with window attention: ``{form: module}``."""
+    """Slide-Swin-T (seeded random weights, deployed) with every Slide attention in each form, and Swin-T with
+    window attention: ``{form: module}``."""
     import copy
 
     import torch
@@ -167,6 +157,21 @@ def whole_models() -> Dict[str, Any]:
     return models
 
 
+def merge_by_reshape(model: Any) -> Any:
+    """A copy of ``model`` with the TFLite route's patch-merging rewrite only (its Slide attention form kept)."""
+    import copy
+
+    from slidelite.convert.tflite_graph import ReshapePatchMerging
+    from slidelite.zoo.slide_swin import PatchMerging
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is PatchMerging:
+                setattr(parent, name, ReshapePatchMerging(child))
+    return model.eval()
+
+
 def export(name: str, module: Any, shape: tuple, engine: str) -> Path:
     """The candidate's file for ``engine`` (cached while the sources that shape it are unchanged)."""
     if engine == "onnxruntime":
@@ -184,7 +189,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", default="onnxruntime,litert")
     parser.add_argument("--whole-model", action="store_true",
-                        help="time whole Slide-Swin-T models (ONNX Runtime, each form) instead of single layers")
+                        help="time whole Slide-Swin-T models (each form, each engine) instead of single layers")
     parser.add_argument("--no-docs", dest="docs", action="store_false")
     args = parser.parse_args(argv)
     if args.whole_model:
@@ -196,8 +201,6 @@ def main(argv: List[str] = None) -> int:
     for stage, (dim, heads, H) in STAGES.items():
         for name, module in layer_modules(dim, heads, H).items():
             for engine in engines:
-                if engine == "litert" and name not in LITERT_FORMS:
-                    continue
                 label = f"{stage} {engine} {name}"
                 path = export(f"slide-attention-{name}-{dim}", module, (1, H, H, dim), engine)
                 targets.append(common.runtime_target(label, path, engine, args.threads))
@@ -232,23 +235,34 @@ def publish(section: str, command: str, result: Any, rows: List[Dict[str, Any]],
 
 
 def main_whole_model(args: argparse.Namespace) -> int:
-    """Slide-Swin-T with each form vs Swin-T window attention, ONNX Runtime fp32, interleaved."""
+    """Slide-Swin-T with each form vs Swin-T window attention, in each engine, interleaved."""
     common.limit_threads(args.threads)
     start = time.perf_counter()
     shape = (1, 3, 224, 224)
-    targets = [common.runtime_target(name, common.export_onnx(module, common.cache_path(
-        f"slide_swin_tiny-{name}", ".onnx", module), shape), "onnxruntime", args.threads)
-        for name, module in whole_models().items() if name not in ("correlation",)]
+    targets, labels = [], {}
+    for name, module in whole_models().items():
+        for engine in args.engines.split(","):
+            label = f"{engine} {name}"
+            form = module if engine == "onnxruntime" else merge_by_reshape(module)
+            path = export(f"slide_swin_tiny-{name}", form, shape, engine)
+            targets.append(common.runtime_target(label, path, engine, args.threads))
+            labels[label] = (engine, name)
     result = common.measure(targets, args.warmup, args.runs)
-    rows = [{"form": row["label"], "p50_ms": row["p50_ms"], "p90_ms": row["p90_ms"],
-             "vs_window": result.round_ratio(row["label"], "window"),
-             "vs_channel_first": result.round_ratio(row["label"], "channel-first")} for row in result.rows]
-    table = common.markdown_table(rows, [("form", "Slide-Swin-T attention form (window: Swin-T)"),
+    rows = []
+    for row in result.rows:
+        engine, name = labels[row["label"]]
+        rows.append({"engine": engine, "form": name, "p50_ms": row["p50_ms"], "p90_ms": row["p90_ms"],
+                     "vs_window": result.round_ratio(row["label"], f"{engine} window"),
+                     "vs_multiplier": result.round_ratio(row["label"], f"{engine} multiplier")})
+    table = common.markdown_table(rows, [("engine", "engine"), ("form", "Slide-Swin-T attention form (window: Swin-T)"),
                                          ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("vs_window", "/ Swin-T window"),
-                                         ("vs_channel_first", "/ channel-first")])
-    command = f"python benchmarks/slide_attention_forms.py --whole-model --runs {args.runs} --threads {args.threads}"
-    note = "Ratios: median over the timed rounds of the ratio within each round; ONNX Runtime fp32, batch 1, 224x224."
-    return publish("slide-attention-forms:whole-model", command, result, rows, table, note, args, start)
+                                         ("vs_multiplier", "/ multiplier")])
+    command = (f"python benchmarks/slide_attention_forms.py --whole-model --runs {args.runs} --threads {args.threads} "
+               f"--engines {args.engines}")
+    note = ("Ratios: median over the timed rounds of the ratio within each round (same engine); fp32, batch 1, "
+            "224x224. The converter exports `convolutions` to ONNX and `tap-gemm` to TFLite.")
+    section = f"slide-attention-forms:whole-model-{args.threads}t"
+    return publish(section, command, result, rows, table, note, args, start)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,22 @@
 """Step 3a (TFLite): rewrite the re-parameterized classifier into the layout XNNPACK runs fastest.
 
-The zoo's deployed Slide attention (:meth:`slidelite.zoo.SlideAttention.reparameterize`) computes every
-neighbourhood key and value with depthwise convolutions of channel multiplier ka^2 (9). Measured in LiteRT
-(``benchmarks/tflite_int8.py``, per-op profile, docs/tflite.md) for the earlier deployed form (one such
-convolution, then two batched matrix products per pixel and head), that is slow in TFLite:
+The zoo's deployed Slide attention (:meth:`slidelite.zoo.SlideAttention.reparameterize`) is written for ONNX
+Runtime: channel-first convolutions, per neighbour a depthwise convolution of k and of v. XNNPACK (LiteRT) runs
+channels-last, and there the fastest form measured (``benchmarks/slide_attention_forms.py``, docs/benchmarks.md)
+is :class:`TapGemmSlideAttention`, which uses that the merged kernel ``W[c, j, t]`` (head channel c, neighbour
+j, tap t of the ka x ka kernel) is shared across heads:
 
-* XNNPACK's fast depthwise kernels need channel multiplier 1; multiplier 9 runs as a grouped GEMM with
-  K = N = 9 (the largest single op of Slide-Swin-T in fp32);
-* the batched products have 9408 batches of (1 x 32) @ (32 x 9): per-batch overhead, no useful GEMM;
-* the layout around them costs SLICE (k | v), TRANSPOSE (v) and RESHAPE copies.
+    logit_j = sum_t sum_c W[c, j, t] q_c k_c(p + d_t) + sum_c q_c b_k[c, j]
+    out_c   = sum_t v_c(p + d_t) sum_j W[c, j, t] attn_j + sum_j attn_j b_v[c, j]
 
-:class:`PerOffsetSlideAttention` computes the same function with the offsets as separate ops: for each of
-the ka^2 offsets j one multiplier-1 depthwise convolution of k and one of v (the merged kernel's slice
-j), the logit ``sum_d q_d * k_j,d`` (element-wise product, reduction over the head's channels), one
-SOFTMAX over the ka^2 logits and ``sum_j attn_j * v_j`` accumulated offset by offset. Same weights, same
-arithmetic up to float summation order (max |delta| ~1e-7); no batched matmul, no multiplier-9 conv, and
-no concatenation of the shifted maps (measured: concatenating them was 16% of the int8 model's op time).
+so per tap t: one shifted copy of k (a SLICE of the zero-padded map, flattened so every shift is a row
+offset), its product with q, and one FULLY_CONNECTED (head_dim -> ka^2) over all heads and pixels adds to the
+logits; one SOFTMAX; per tap one FULLY_CONNECTED (ka^2 -> head_dim) of the weights times the shifted v. The
+bias terms are one FULLY_CONNECTED each (per head for k: it holds the position term). The same multiply-adds
+as the convolutions, in GEMMs and contiguous copies; no multiplier-9 or per-pixel batched products, no
+concatenation of shifted maps. The previous TFLite form (a multiplier-1 depthwise conv per offset, SUM over
+head_dim, CONCATENATION of the logits) measured 1.2x slower in the whole model; files made with it (the
+shipped ones) still run, and the numpy backend still fuses their attention chain.
 
 :class:`ReshapePatchMerging` replaces Swin patch merging's four strided slices and a concatenation by one
 reshape/transpose, with the LayerNorm and the reduction's input channels permuted to match (exact).
@@ -26,7 +27,6 @@ subclass them keep their own form); the ONNX route exports the zoo's deployed fo
 from __future__ import annotations
 
 import copy
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -44,51 +44,52 @@ def tflite_form(module: nn.Module) -> nn.Module:
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is SlideAttention and child.deployed:
-                setattr(parent, name, PerOffsetSlideAttention(child))
+                setattr(parent, name, TapGemmSlideAttention(child))
             elif type(child) is PatchMerging:
                 setattr(parent, name, ReshapePatchMerging(child))
     return module.eval()
 
 
-class PerOffsetSlideAttention(nn.Module):
-    """A deployed :class:`SlideAttention` computed offset by offset (see the module docstring).
+class TapGemmSlideAttention(nn.Module):
+    """A deployed :class:`SlideAttention` computed tap by tap with small matrix products (module docstring).
 
     Args:
-        attn: a re-parameterized Slide attention; its ``qkv`` and ``proj`` are shared, the kernels of its
-            ``k_conv`` and ``v_conv`` are regrouped by offset.
+        attn: a re-parameterized Slide attention; its ``qkv`` and ``proj`` are shared, the kernel and biases of
+            its ``k_conv`` and ``v_conv`` are regrouped by tap.
     """
 
     def __init__(self, attn: SlideAttention) -> None:
         super().__init__()
-        C, kk, ka = attn.dim, attn.ka * attn.ka, attn.ka
-        self.dim, self.num_heads, self.head_dim, self.ka = C, attn.num_heads, attn.head_dim, ka
+        heads, hd, kk = attn.num_heads, attn.head_dim, attn.ka * attn.ka
+        self.dim, self.num_heads, self.head_dim, self.ka = attn.dim, heads, hd, attn.ka
         self.qkv, self.proj = attn.qkv, attn.proj
-        # output channel c * kk + j of k_conv / v_conv holds offset j of channel c (here c over k then v)
-        convs = (attn.k_conv, attn.v_conv)
-        weight = torch.cat([conv.weight.detach() for conv in convs]).reshape(2 * C, kk, 1, ka, ka)
-        bias = torch.cat([conv.bias.detach() for conv in convs]).reshape(2 * C, kk)
-        self.register_buffer("shift_weight", weight.transpose(0, 1).contiguous())  # (kk, 2C, 1, ka, ka)
-        self.register_buffer("shift_bias", bias.transpose(0, 1).contiguous())      # (kk, 2C)
-
-    def _shifted(self, x: torch.Tensor, lo: int, hi: int) -> List[torch.Tensor]:
-        """The ka^2 neighbourhood copies of channels ``lo:hi`` of the NCHW map ``x``, each (B, H, W, hi - lo)."""
-        x = x[:, lo:hi]
-        return [F.conv2d(x, self.shift_weight[j, lo:hi], self.shift_bias[j, lo:hi], padding=self.ka // 2,
-                         groups=hi - lo).permute(0, 2, 3, 1) for j in range(self.ka * self.ka)]
+        # output channel c * kk + j of k_conv / v_conv holds neighbour j of channel c; its kernel, tap t
+        kernel = attn.k_conv.weight.detach().reshape(heads, hd, kk, kk)[0]              # (c, j, t), every head
+        key_bias = attn.k_conv.bias.detach().reshape(heads, hd, kk)                     # (head, c, j): + position
+        self.register_buffer("key_taps", kernel.permute(2, 0, 1).contiguous())          # (t, c, j)
+        self.register_buffer("key_bias", torch.block_diag(*key_bias))                   # (C, heads * kk)
+        self.register_buffer("value_taps", kernel.permute(2, 1, 0).contiguous())        # (t, j, c)
+        self.register_buffer("value_bias", attn.v_conv.bias.detach().reshape(heads, hd, kk)[0].t().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), as :meth:`SlideAttention.forward` in its deployed form."""
         B, H, W, C = x.shape
-        heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
-        N = B * H * W
-        qkv = self.qkv(x)                                                    # q pre-scaled
-        q = qkv[..., :C]
-        kv = qkv[..., C:].permute(0, 3, 1, 2)                                # (B, 2C, H, W)
-        keys, values = self._shifted(kv, 0, C), self._shifted(kv, C, 2 * C)
-        logits = torch.cat([(k * q).reshape(N, heads, hd).sum(-1, keepdim=True) for k in keys], -1)
-        attn = logits.softmax(-1)                                            # (N, heads, kk)
-        out = sum(attn[..., j:j + 1] * values[j].reshape(N, heads, hd) for j in range(kk))
-        return self.proj(out.reshape(B, H, W, C))
+        heads, hd, ka, kk, p = self.num_heads, self.head_dim, self.ka, self.ka * self.ka, self.ka // 2
+        row = W + 2 * p                                                  # padded row: shifts are row offsets
+        L = H * row
+        qkv = self.qkv(x)                                                # q pre-scaled
+        q = F.pad(qkv[..., :C], (0, 0, 0, 2 * p)).reshape(B, L, C)
+        k, v = (F.pad(t, (0, 0, p, p, p, p + 1)).reshape(B, -1, C) for t in (qkv[..., C:2 * C], qkv[..., 2 * C:]))
+        offsets = [a * row + b for a in range(ka) for b in range(ka)]
+        N = B * L * heads                                                # 2-D products: FULLY_CONNECTED
+        logits = torch.matmul(q.reshape(B * L, C), self.key_bias).reshape(N, kk)
+        for t, o in enumerate(offsets):
+            logits = logits + torch.matmul((q * k[:, o:o + L]).reshape(N, hd), self.key_taps[t])
+        attn = logits.softmax(-1)                                        # (B * L * heads, kk)
+        out = torch.matmul(attn, self.value_bias)
+        for t, o in enumerate(offsets):
+            out = out + torch.matmul(attn, self.value_taps[t]) * v[:, o:o + L].reshape(N, hd)
+        return self.proj(out.reshape(B, H, row, C)[:, :, :W])
 
 
 class ReshapePatchMerging(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from ._registry import register_model
 from .pvt import paper_cfg
-from .slide_attention import SlideAttention
+from .slide_attention import SlideAttention, multiplier_form
 from .slide_swin import SlideSwinTransformer, slide_swin_tiny
 
 
@@ -58,6 +58,8 @@ class Im2ColConv2d(nn.Conv2d):
 class Im2ColSlideAttention(SlideAttention):
     """:class:`SlideAttention` whose neighbourhood gathering is Im2Col (``F.unfold``) in both forms."""
 
+    counts_neighbourhood = False  # the deployed logits and weighted sum are element-wise products and sums
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dep_conv = Im2ColConv2d.from_conv(self.dep_conv)
@@ -66,6 +68,11 @@ class Im2ColSlideAttention(SlideAttention):
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
         """Both branches, each gathered through ``F.unfold`` (the Im2Col training form)."""
         return self.dep_conv(x) + self.dep_conv1(x)
+
+    def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
+        """The merged kernel applied through ``F.unfold`` as C -> C * ka^2 gatherings of k and v
+        (:func:`multiplier_form`)."""
+        return multiplier_form(self, x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:

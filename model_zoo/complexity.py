@@ -9,8 +9,9 @@ choice as fvcore/mmcv's counters used by those papers.
 Slide attention is measured in its deployed (re-parameterized) form: the k and v depthwise convolutions count
 ka^2 MACs per output; the neighbourhood logits and the weighted sum (ka^2 MACs each per channel and pixel) are
 products summed over head_dim and over the ka^2 neighbours -- matrix products in all but layout, so they are
-counted too (:func:`_neighbourhood_macs`; the channel-first deployed form writes them as element-wise
-multiply + sum, which the counter alone would miss). Models are measured on the ``meta`` device when built
+counted too: the deployed form computes them with 1x1 convolutions (a sum over each head's channels, a copy
+of the weights to them) that the counter sees; for a form that writes them as element-wise multiply + sum
+(``counts_neighbourhood = False``, the Im2Col baseline) :func:`_neighbourhood_macs` adds them. Models are measured on the ``meta`` device when built
 there: no arithmetic runs.
 
 Run ``python -m slidelite.zoo.complexity`` to print the zoo table (docs/zoo.md).
@@ -44,7 +45,7 @@ def count_flops(model: nn.Module, input_size: Sequence[int]) -> int:
     counter = FlopCounterMode(display=False)
     neighbourhood = [0]
     hooks = [m.register_forward_hook(_neighbourhood_macs(neighbourhood)) for m in deployed.modules()
-             if isinstance(m, SlideAttention)]
+             if isinstance(m, SlideAttention) and not m.counts_neighbourhood]
     try:
         with counter, torch.no_grad():
             deployed(x)

@@ -19,13 +19,17 @@ the summed kernels and biases, over k and v in one call (the same values and the
 ``dep_conv1`` and the biases, at half the convolution work of running the branches separately).
 For the same reason :meth:`SlideAttention.reparameterize` merges them into one
 convolution per tensor (weights summed, biases summed), also folding the q scale into the qkv projection
-and the relative-position term into the key bias. The inference form is channel-first: one transpose of
-the qkv map to (B, 3C, H, W), one depthwise convolution for k and one for v (channel multiplier ka^2,
-groups C, shared kernels repeated over the heads), the logits as an element-wise product with q and a
-sum over the head's channels, a softmax over the ka^2 axis (written out: max, exp, sum, divide), the output as a product and a sum over that
-axis, and one transpose back. Measured in ONNX Runtime (``benchmarks/slide_attention_forms.py``) this form
-is about twice as fast as the earlier per-pixel batched-matmul form; TFLite rewrites it per offset
-(``convert/tflite_graph.py``), the layout XNNPACK runs fastest.
+and the relative-position term into the key bias. The inference form is channel-first and made of
+convolutions with constant kernels, the layout ONNX Runtime's CPU kernels run fastest (its NCHWc convolutions
+and element-wise ops, with no per-pixel products): one transpose in, q, k and v as 1x1 convolutions, and per
+neighbour j a multiplier-1 depthwise convolution each of k and v (slice j of the merged kernel, shared across
+heads), the logit as q times the shifted key summed over the head's channels (a grouped 1x1 convolution with
+a kernel of ones), the softmax over the ka^2 logits written out (max, exp, sum, divide), each weight copied to
+its head's channels by a grouped 1x1 convolution of ones and multiplied with the shifted value, the products
+summed, proj as a 1x1 convolution and one transpose out. Measured with ``benchmarks/slide_attention_forms.py``
+against the earlier forms (a multiplier-ka^2 depthwise convolution per tensor with element-wise products and
+sums; per-pixel batched products before that). TFLite rewrites it as shifted slices and small matrix
+products per neighbour (``convert/tflite_graph.py``), the form XNNPACK runs fastest.
 """
 from __future__ import annotations
 
@@ -54,6 +58,9 @@ class SlideAttention(nn.Module):
         attn_drop: dropout on attention weights (training).
         proj_drop: dropout after the output projection (training).
     """
+
+    #: the deployed form's logits and weighted sum are convolutions (counted by a FLOP counter), not element-wise
+    counts_neighbourhood = True
 
     def __init__(self, dim: int, num_heads: int, ka: int = 3, qkv_bias: bool = True, qk_scale: float | None = None,
                  attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
@@ -105,21 +112,49 @@ class SlideAttention(nn.Module):
                         padding=self.ka // 2, groups=self.head_dim)
 
     def _forward_deployed(self, x: torch.Tensor) -> torch.Tensor:
-        """The re-parameterized, channel-first form: one transpose in and out, one depthwise conv each for k and v."""
+        """The re-parameterized form, all convolutions over channel-first maps (see the module docstring)."""
         B, H, W, C = x.shape
-        heads, hd, kk = self.num_heads, self.head_dim, self.ka * self.ka
-        N = B * heads                                                    # rank <= 4: batch and heads merged
-        f = self.qkv(x).permute(0, 3, 1, 2)                              # (B, 3C, H, W): q|k|v, q pre-scaled
-        q = f[:, :C].reshape(N, hd, 1, H * W)
-        k = self.k_conv(f[:, C:2 * C]).reshape(N, hd, kk, H * W)         # (channel, offset j) per head
-        logits = (q * k).sum(1, keepdim=True)                            # (N, 1, kk, HW)
-        # softmax over kk written out: ONNX Runtime transposes for a Softmax on a non-last axis (measured
-        # 0.81x the layer time at stage 1 of Slide-Swin-T written out, 1.01x at stage 2)
-        e = (logits - logits.amax(dim=2, keepdim=True)).exp()
-        attn = e / e.sum(dim=2, keepdim=True)
-        v = self.v_conv(f[:, 2 * C:]).reshape(N, hd, kk, H * W)
-        out = (attn * v).sum(2).reshape(B, C, H, W)
-        return self.proj(out.permute(0, 2, 3, 1))
+        heads, ka, kk = self.num_heads, self.ka, self.ka * self.ka
+        kernel = self._deployed_kernel
+        x = x.permute(0, 3, 1, 2)
+        q, k, v = (F.conv2d(x, kernel(f"{name}_weight"), kernel(f"{name}_bias")) for name in ("q", "k", "v"))
+        logits = torch.cat([F.conv2d(q * F.conv2d(k, kernel(f"key_weight_{j}"), kernel(f"key_bias_{j}"),
+                                                  padding=ka // 2, groups=C), kernel("head_sum"), groups=heads)
+                            for j in range(kk)], 1).reshape(B, kk, heads * H * W)
+        # softmax over kk written out: ONNX Runtime transposes for a Softmax on a non-last axis
+        e = (logits - logits.amax(dim=1, keepdim=True)).exp()
+        attn = (e / e.sum(dim=1, keepdim=True)).reshape(B, kk * heads, H, W)
+        out = sum(F.conv2d(attn[:, j * heads:(j + 1) * heads], kernel("head_copy"), groups=heads)
+                  * F.conv2d(v, kernel(f"value_weight_{j}"), kernel(f"value_bias_{j}"), padding=ka // 2, groups=C)
+                  for j in range(kk))
+        out = F.conv2d(out, kernel("proj_weight"), self.proj.bias)
+        return out.permute(0, 2, 3, 1)
+
+    def _deployed_kernel(self, name: str) -> torch.Tensor | None:
+        """The deployed forward's constant ``name`` (see :meth:`_store_deployed_kernels`)."""
+        return getattr(self, f"deployed_{name}")
+
+    def _store_deployed_kernels(self) -> None:
+        """The deployed forward's kernels as non-persistent buffers, each used whole (a constant of known shape
+        for every exporter, the legacy TorchScript one included; the state dict keeps ``qkv``, ``proj``,
+        ``k_conv`` and ``v_conv``): q|k|v and proj as 1x1 kernels, the C -> C * ka^2 depthwise ``k_conv`` /
+        ``v_conv`` as ka^2 depthwise C -> C kernels and biases (their output channel c * ka^2 + j is offset j of
+        channel c), and the kernels of ones that sum a head's channels and copy a weight to them."""
+        C, heads, hd, ka, kk = self.dim, self.num_heads, self.head_dim, self.ka, self.ka * self.ka
+        weight, bias = self.qkv.weight.reshape(3 * C, C, 1, 1), self.qkv.bias
+        kernels = {"proj_weight": self.proj.weight.reshape(C, C, 1, 1),
+                   "head_sum": weight.new_ones(heads, hd, 1, 1), "head_copy": weight.new_ones(C, 1, 1, 1)}
+        for i, name in enumerate("qkv"):
+            kernels[f"{name}_weight"] = weight[i * C:(i + 1) * C]
+            kernels[f"{name}_bias"] = None if bias is None else bias[i * C:(i + 1) * C]
+        for name, conv in (("key", self.k_conv), ("value", self.v_conv)):
+            offsets, biases = conv.weight.reshape(C, kk, kk).transpose(0, 1), conv.bias.reshape(C, kk).transpose(0, 1)
+            for j in range(kk):
+                kernels[f"{name}_weight_{j}"] = offsets[j].reshape(C, 1, ka, ka)
+                kernels[f"{name}_bias_{j}"] = biases[j]
+        for name, value in kernels.items():
+            self.register_buffer(f"deployed_{name}", None if value is None else value.detach().clone(),
+                                 persistent=False)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -139,6 +174,7 @@ class SlideAttention(nn.Module):
             self.qkv.bias.copy_(self.qkv.bias.reshape(heads, 3, hd).transpose(0, 1).reshape(3 * C))
             self.qkv.bias[:C] *= self.scale
         del self.dep_conv, self.dep_conv1, self.relative_position_bias_table
+        self._store_deployed_kernels()
         self.deployed = True
 
     def _depthwise(self, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
@@ -169,6 +205,25 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
         if module is not target and callable(hook):
             hook()
     return target.eval()
+
+
+def multiplier_form(attn: SlideAttention, x: torch.Tensor) -> torch.Tensor:
+    """The earlier deployed form of a re-parameterized ``attn`` on (B, H, W, C): one transpose of the qkv map,
+    ``attn.k_conv`` / ``attn.v_conv`` as C -> C * ka^2 modules (depthwise convs of channel multiplier ka^2, or the
+    Im2Col baseline's gathering), the logits as an element-wise product with q summed over the head's channels,
+    the softmax written out, the output as a product summed over the ka^2 axis, one transpose back."""
+    B, H, W, C = x.shape
+    heads, hd, kk = attn.num_heads, attn.head_dim, attn.ka * attn.ka
+    N = B * heads                                                        # rank <= 4: batch and heads merged
+    f = attn.qkv(x).permute(0, 3, 1, 2)                                  # (B, 3C, H, W): q|k|v, q pre-scaled
+    q = f[:, :C].reshape(N, hd, 1, H * W)
+    k = attn.k_conv(f[:, C:2 * C]).reshape(N, hd, kk, H * W)             # (channel, offset j) per head
+    logits = (q * k).sum(1, keepdim=True)                                # (N, 1, kk, HW)
+    e = (logits - logits.amax(dim=2, keepdim=True)).exp()
+    weights = e / e.sum(dim=2, keepdim=True)
+    v = attn.v_conv(f[:, 2 * C:]).reshape(N, hd, kk, H * W)
+    out = (weights * v).sum(2).reshape(B, C, H, W)
+    return attn.proj(out.permute(0, 2, 3, 1))
 
 
 def unfold_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ka: int,

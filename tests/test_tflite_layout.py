@@ -12,7 +12,7 @@ import torch
 
 from slidelite.convert import quantize, tflite_quantize
 from slidelite.convert.tflite_export import export_tflite, image_input_adapter, nhwc_rgb_shape
-from slidelite.convert.tflite_graph import PerOffsetSlideAttention, ReshapePatchMerging, tflite_form
+from slidelite.convert.tflite_graph import ReshapePatchMerging, TapGemmSlideAttention, tflite_form
 from slidelite.errors import UsageError
 from slidelite.zoo import SlideAttention, create_model, reparameterize_model
 from slidelite.zoo.slide_swin import PatchMerging
@@ -51,16 +51,21 @@ def micro_files(tmp_path_factory):
     return deployed, files
 
 
-@pytest.mark.parametrize("size", [(14, 14), (7, 9), (56, 56)])
-def test_per_offset_slide_attention_equals_the_deployed_form(size):
+@pytest.mark.parametrize("dim, heads, qkv_bias, size", [(96, 3, True, (14, 14)), (96, 3, True, (7, 9)),
+                                                      (96, 3, True, (56, 56)), (64, 1, False, (5, 8))])
+def test_tap_gemm_slide_attention_equals_the_training_form(dim, heads, qkv_bias, size):
+    """The TFLite rewrite equals the zoo's two-branch training form (float32, <= 1e-5), with a trained-like
+    deformed shift and position term, with and without a qkv bias (Slide-PVT has none), on odd sizes too."""
     torch.manual_seed(1)
-    attn = SlideAttention(96, 3).eval()
+    attn = SlideAttention(dim, heads, qkv_bias=qkv_bias).eval()
     with torch.no_grad():
-        attn.dep_conv1.weight.normal_(0, 0.2)  # a trained-like deformed shift, not only one-hot kernels
+        for param in (attn.dep_conv1.weight, attn.dep_conv1.bias, attn.relative_position_bias_table):
+            param.normal_(0, 0.2)  # not only one-hot kernels
+        x = torch.randn(2, *size, dim)
+        expected = attn(x)
         attn.reparameterize()
-        x = torch.randn(2, *size, 96)
-        expected, got = attn(x), PerOffsetSlideAttention(attn)(x)
-    assert (got - expected).abs().max() < 1e-5 * expected.abs().max()
+        got = TapGemmSlideAttention(attn)(x)
+    assert (got - expected).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 7), (5, 8)])
@@ -78,7 +83,7 @@ def test_tflite_form_rewrites_a_copy_and_keeps_the_function(micro_files):
     deployed, _ = micro_files
     rewritten = tflite_form(deployed)
     kinds = collections.Counter(type(m).__name__ for m in rewritten.modules())
-    assert kinds["PerOffsetSlideAttention"] == 4 and kinds["ReshapePatchMerging"] == 2
+    assert kinds["TapGemmSlideAttention"] == 4 and kinds["ReshapePatchMerging"] == 2
     assert not any(isinstance(m, (SlideAttention, PatchMerging)) for m in rewritten.modules())
     assert sum(isinstance(m, SlideAttention) for m in deployed.modules()) == 4  # the original is untouched
     x = torch.randn(3, 1, 28, 28)
@@ -86,16 +91,19 @@ def test_tflite_form_rewrites_a_copy_and_keeps_the_function(micro_files):
         assert torch.allclose(rewritten(x), deployed(x), atol=1e-5)
 
 
-def test_tflite_layout_has_no_multiplier_9_conv_and_no_per_pixel_matmul(micro_files):
-    """The ops the per-op profile found slow are gone: depthwise conv with channel multiplier 9 (the zoo's
-    channel-first form has it, so the check can fail) and batch matmuls with one batch per pixel and head
-    (the zoo's earlier deployed form had them; neither file may)."""
+def test_tflite_layout_runs_slide_attention_as_fully_connected_products(micro_files):
+    """The TFLite layout's Slide attention is FULLY_CONNECTED products per tap (head_dim -> ka^2 and back), with no
+    depthwise conv (the zoo's convolution form has them, so the check can fail) and no batch matmul with one
+    batch per pixel and head (the zoo's earlier deployed form had them; neither file may). 3x3 depthwise convs
+    only: the micro's 2x2 patch embedding of one channel is a depthwise conv in both."""
     _, files = micro_files
-    for name, present in (("zoo", True), ("tflite", False)):
+    for name, convolutions in (("zoo", True), ("tflite", False)):
         ops = _ops(files[name].read_bytes())
-        multiplier_9 = [s for op, s, _ in ops if op == "DEPTHWISE_CONV_2D" and s[1][-1] == 9 * s[0][-1]]
+        depthwise = [s for op, s, _ in ops if op == "DEPTHWISE_CONV_2D" and s[1][1:3] == [3, 3]]
         per_pixel = [s for op, s, _ in ops if op == "BATCH_MATMUL" and s[0][0] >= 14 * 14]
-        assert bool(multiplier_9) is present and not per_pixel, name
+        taps = [s for op, s, _ in ops if op == "FULLY_CONNECTED" and s[1][0] == 9]
+        assert bool(depthwise) is convolutions and not per_pixel, name
+        assert len(taps) == (0 if convolutions else 4 * 9), name
 
 
 def test_tflite_layout_matches_the_zoo_form_in_litert(micro_files):
@@ -110,6 +118,28 @@ def test_tflite_layout_matches_the_zoo_form_in_litert(micro_files):
         out[name] = np.concatenate([backend.run(p[None]) for p in pixels])
         backend.close()
     np.testing.assert_allclose(out["tflite"], out["zoo"], rtol=1e-4, atol=1e-5)
+
+
+def test_slide_pvt_tflite_layout_matches_the_zoo_in_litert(tmp_path):
+    """Slide-PVT (one head in its first Slide stage, no qkv bias) in the TFLite layout converts and LiteRT
+    matches the zoo's deployed model in torch (a 4-D product with one head once failed TFLite conversion)."""
+    from slidelite.backends.litert_backend import LiteRTBackend
+    from slidelite.model_file import open_model_file
+
+    torch.manual_seed(3)
+    deployed = reparameterize_model(create_model("slide_pvt_tiny", depths=(1, 1, 1, 1), img_size=64).eval())
+    rewritten = tflite_form(deployed)
+    assert sum(isinstance(m, TapGemmSlideAttention) for m in rewritten.modules()) == 2
+    path = export_tflite(image_input_adapter(rewritten, (0.5,) * 3, (0.25,) * 3, 3), tmp_path / "pvt.tflite",
+                         nhwc_rgb_shape((64, 64)))
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    backend = LiteRTBackend(open_model_file(path), 2)
+    got = backend.run(pixels)
+    backend.close()
+    with torch.no_grad():
+        x = (torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255 - 0.5) / 0.25
+        expected = deployed(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_large_float_constants_become_int8_behind_dequantize(micro_files, tmp_path):

@@ -167,10 +167,14 @@ def test_training_form_gives_the_two_branch_sum_and_its_gradients():
 
 @pytest.mark.parametrize("dim, heads, H, W", [(96, 3, 14, 14), (32, 1, 7, 9)])
 def test_deployed_form_in_onnx_runtime_equals_the_training_form_float32(dim, heads, H, W, tmp_path):
-    """The channel-first deployed form, exported the converter's way and run in ONNX Runtime (the deploy
-    engine), stays within 1e-5 of the zoo's two-branch training form in float32 at Slide-Swin-T's stage-1 width."""
+    """The deployed form, exported the converter's way and run in ONNX Runtime (the deploy engine), stays
+    within 1e-5 of the zoo's two-branch training form in float32 at Slide-Swin-T's stage-1 width; every product
+    is a convolution with a constant kernel (what ONNX Runtime's NCHWc layout needs): q|k|v and proj 1x1,
+    ka^2 multiplier-1 depthwise convs each for k and v, the head sums and copies grouped 1x1 convs."""
     import numpy as np
+    import onnx
     import onnxruntime as ort
+    from onnx import numpy_helper
 
     from slidelite.convert.onnx_export import export_onnx, simplify_onnx
 
@@ -186,10 +190,16 @@ def test_deployed_form_in_onnx_runtime_equals_the_training_form_float32(dim, hea
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     deployed = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(deployed - trained).max() <= 1e-5
-    import onnx
-
-    convs = [node for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
-    assert len(convs) == 2  # k and v, each one depthwise conv
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert all(node.input[1] in weights for node in convs)
+    groups = [next((a.i for a in node.attribute if a.name == "group"), 1) for node in convs]
+    shapes = [weights[node.input[1]].shape for node in convs]
+    assert sum(g == dim and s == (dim, 1, 3, 3) for g, s in zip(groups, shapes)) == 2 * 9
+    assert shapes.count((dim, dim, 1, 1)) == 4  # q, k, v, proj
+    assert len(convs) == 4 + 4 * 9
+    assert not {"MatMul", "Gemm"} & {node.op_type for node in graph.node}
 
 
 def test_deployed_form_runs_k_and_v_as_separate_channel_first_depthwise_convs():
