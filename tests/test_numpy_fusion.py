@@ -165,11 +165,12 @@ def test_depthwise_row_weights_per_width_match_onnxruntime(tmp_path: Path) -> No
 
 # --------------------------------------------------------------------------------------------- Slide attention
 
-def _export_slide_attention(path: Path, dim: int, heads: int, ka: int, shape: tuple, dynamic_batch: bool):
-    """A trained-looking (random, re-parameterized) Slide attention layer exported the converter's way; returns
-    the path and the torch module."""
+def _export_slide_attention(path: Path, dim: int, heads: int, ka: int, shape: tuple, dynamic_batch: bool,
+                            form: str = "convolutions"):
+    """A trained-looking (random, re-parameterized) Slide attention layer exported the converter's way, in the
+    deployed all-convolution form or the earlier channel-first multiplier form; returns the path and the module."""
     torch = pytest.importorskip("torch")
-    from model_zoo.slide_attention import SlideAttention
+    from model_zoo.slide_attention import SlideAttention, multiplier_form
     from slidelite.convert.onnx_export import export_onnx, simplify_onnx
 
     torch.manual_seed(ka * 100 + heads)
@@ -178,31 +179,41 @@ def _export_slide_attention(path: Path, dim: int, heads: int, ka: int, shape: tu
         for parameter in layer.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.2)  # non-zero biases, deformed kernels, positions
     layer.reparameterize()
-    export_onnx(layer, path, shape, dynamic_batch=dynamic_batch)
+
+    class Multiplier(torch.nn.Module):
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return multiplier_form(layer, x)
+
+    module = layer if form == "convolutions" else Multiplier().eval()
+    export_onnx(module, path, shape, dynamic_batch=dynamic_batch)
     simplify_onnx(path)
-    return path, layer
+    return path, module
 
 
 @pytest.mark.convert
+@pytest.mark.parametrize("form", ["convolutions", "multiplier"])
 @pytest.mark.parametrize("dim,heads,ka,shape", [(64, 2, 3, (2, 9, 11, 64)), (48, 3, 5, (1, 12, 7, 48)),
                                                 (96, 3, 3, (1, 56, 56, 96))], ids=["ka3-batch2", "ka5", "stage1"])
-def test_slide_attention_chain_is_one_fused_step_matching_onnxruntime_and_torch(tmp_path: Path, dim: int,
-                                                                                heads: int, ka: int, shape: tuple) -> None:
-    """The converter's channel-first deployed attention (transpose, q/k/v slices, two shift convolutions, written-out
-    softmax, weighted sum, transpose back) runs as one step, at one and two threads, with onnxruntime's and the zoo
-    layer's results."""
+def test_slide_attention_chain_is_one_fused_step_matching_onnxruntime_and_torch(
+        tmp_path: Path, dim: int, heads: int, ka: int, shape: tuple, form: str) -> None:
+    """Both deployed forms the converter has written (all convolutions: per-offset depthwise convs and grouped 1x1
+    convs of ones; channel-first: two depthwise convs with ka^2 outputs per channel), each with its written-out
+    softmax, run as one step, at one and two threads, with onnxruntime's and the zoo layer's results."""
     import torch
 
     from slidelite.backends._blas_threads import set_blas_threads
 
-    path, layer = _export_slide_attention(tmp_path / "slide.onnx", dim, heads, ka, shape, dynamic_batch=shape[0] > 1)
+    path, module = _export_slide_attention(tmp_path / "slide.onnx", dim, heads, ka, shape,
+                                           dynamic_batch=shape[0] > 1, form=form)
     x = _f32(*shape)
     numpy_backend, got, want = _both(path, x)
-    assert numpy_backend._plan.op_types.count("SlideAttention") == 1
-    assert not {"Conv", "ReduceSum", "Exp"} & set(numpy_backend._plan.op_types)
+    ops = numpy_backend._plan.op_types
+    assert ops.count("SlideAttention") == 1
+    assert not {"Exp", "ReduceMax", "ReduceSum", "Concat", "Slice"} & set(ops)
+    assert ops.count("Conv") == (4 if form == "convolutions" else 0)  # qkv and proj as 1x1 convs
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # float32 sums in another order
     with torch.no_grad():
-        np.testing.assert_allclose(got, layer(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
     try:
         two = create_backend(open_model_file(path), "numpy", threads=2).run(x)
     finally:
@@ -211,16 +222,17 @@ def test_slide_attention_chain_is_one_fused_step_matching_onnxruntime_and_torch(
 
 
 @pytest.mark.convert
-def test_slide_attention_chain_with_an_outside_reader_is_left_unfused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["convolutions", "multiplier"])
+def test_slide_attention_chain_with_an_outside_reader_is_left_unfused(tmp_path: Path, form: str) -> None:
     """When an intermediate of the chain is also a graph output, the chain stays as the file wrote it (and still
     gives onnxruntime's results)."""
-    path, _ = _export_slide_attention(tmp_path / "slide.onnx", 32, 2, 3, (1, 6, 5, 32), dynamic_batch=False)
+    path, _ = _export_slide_attention(tmp_path / "slide.onnx", 32, 2, 3, (1, 6, 5, 32), dynamic_batch=False, form=form)
     model = onnx.load(str(path))
     exp = next(node for node in model.graph.node if node.op_type == "Exp")
     model.graph.output.append(helper.make_tensor_value_info(exp.output[0], TensorProto.FLOAT, None))
     onnx.save(model, str(path))
     x = _f32(1, 6, 5, 32)
     numpy_backend, got, want = _both(path, x)
-    assert "SlideAttention" not in numpy_backend._plan.op_types and "Conv" in numpy_backend._plan.op_types
+    assert "SlideAttention" not in numpy_backend._plan.op_types and "Exp" in numpy_backend._plan.op_types
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
