@@ -407,8 +407,8 @@ def test_auto_falls_back_to_numpy_when_onnxruntime_is_missing(tmp_path: Path) ->
 
 def test_threads_split_large_products_and_set_numpy_blas_threads(tmp_path: Path) -> None:
     """``threads`` reaches numpy's OpenBLAS (this environment's numpy wheel bundles OpenBLAS): it stays at one
-    thread; a large product by a matrix is split by rows over ``threads`` threads, a large batched product runs
-    on ``threads`` OpenBLAS threads, small products on one."""
+    thread (never raised: its threads spin after a call); a large product by a matrix is split by rows, a large
+    batched product by its batch, over ``threads`` threads; small products run on one."""
     from slidelite.backends import _blas_threads
 
     path = make_fixture_onnx(tmp_path / "fixture.onnx")
@@ -426,10 +426,13 @@ def test_threads_split_large_products_and_set_numpy_blas_threads(tmp_path: Path)
             np.testing.assert_array_equal(_blas_threads.blas_matmul(a, b), original(a, b))
             assert sorted(seen) == [(512 * i // threads - 512 * (i - 1) // threads, 1) for i in range(1, threads + 1)]
             seen.clear()
-            _blas_threads.blas_matmul(a[None], b[None])  # batched: OpenBLAS's own threads
-            _blas_threads.blas_matmul(a[:8], b)  # small: one thread
+            batch_a, batch_b = np.stack([a] * 6), np.stack([b] * 6)
+            np.testing.assert_array_equal(_blas_threads.blas_matmul(batch_a, batch_b), original(batch_a, batch_b))
+            assert sorted(seen) == [(6 * i // threads - 6 * (i - 1) // threads, 1) for i in range(1, threads + 1)]
+            seen.clear()
+            _blas_threads.blas_matmul(a[:8], b)  # small: one call, on one thread
             np.matmul = original
-            assert [t for _, t in seen] == [threads, 1] and _blas_threads.blas_threads() == 1
+            assert seen == [(8, 1)] and _blas_threads.blas_threads() == 1
     finally:
         np.matmul = original
         _blas_threads.set_blas_threads(1)

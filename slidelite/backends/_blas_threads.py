@@ -10,9 +10,11 @@ the thread count stays the one the environment chose (``OPENBLAS_NUM_THREADS`` /
 before Python starts). The setting is process-wide: the last backend created decides.
 
 Policy (``threads`` = N > 1): OpenBLAS is kept at one thread. :func:`blas_matmul` splits a product by a
-matrix of at least :data:`PARALLEL_MIN_MACS` multiply-adds by rows over N threads of a pool (numpy releases
-the GIL inside BLAS and its loops; the pool's idle threads sleep); a large batched product raises OpenBLAS
-to N threads for that call only; smaller products run on the caller's thread. :func:`parallel_ranges`
+matrix of at least :data:`PARALLEL_MIN_MACS` multiply-adds by rows, and a batched one by its batch, over N
+threads of a pool (numpy releases the GIL inside BLAS and its loops; the pool's idle threads sleep); smaller
+products run on the caller's thread. OpenBLAS's own threads are never woken: after a call they spin on the
+cores for a while, and raising them for the batched products alone made Slide-Swin-T slower at two threads
+(199-211 ms) than at one (166-182 ms), against 126-129 ms with this policy (quiet 2-core VM). :func:`parallel_ranges`
 shares the cache-blocked kernels' blocks (depthwise convolution bands, Gelu/LayerNorm/Softmax blocks) the
 same way. Measured on a shared 2-core VM: OpenBLAS's own threads on every product made
 ``slide_swin_micro_fmnist`` take 345 ms per image at 2 threads (its idle workers spin, and each fork-join
@@ -147,24 +149,35 @@ def _row_split_matmul(a: np.ndarray, b: np.ndarray, epilogue: Optional[Epilogue]
     return out.reshape(a.shape[:-1] + (b.shape[1],))
 
 
+def _batch_split_matmul(a: np.ndarray, b: np.ndarray, epilogue: Optional[Epilogue]) -> np.ndarray:
+    """``a @ b`` for equal batch shapes, the batch split over ``threads`` threads, each product on one OpenBLAS
+    thread (OpenBLAS's own threads, once woken, spin on the cores for a while after the call and starve the pool's
+    threads in the ops that follow: Slide-Swin-T took longer at two threads than at one)."""
+    batch = a.shape[:-2]
+    left, right = a.reshape((-1,) + a.shape[-2:]), b.reshape((-1,) + b.shape[-2:])
+    out = np.empty((left.shape[0], a.shape[-2], b.shape[-1]), np.result_type(a, b))
+
+    def block(lo: int, hi: int) -> None:
+        np.matmul(left[lo:hi], right[lo:hi], out=out[lo:hi])
+        if epilogue is not None:
+            epilogue(out[lo:hi])
+
+    parallel_ranges(left.shape[0], block, min_count=1)
+    return out.reshape(batch + out.shape[1:])
+
+
 def blas_matmul(a: np.ndarray, b: np.ndarray, epilogue: Optional[Epilogue] = None) -> np.ndarray:
     """``np.matmul(a, b)``, on the requested threads when the product is large, then ``epilogue`` (in place: a
     bias, an activation) on the result, on the threads that computed it while it is still in their cache."""
     threads = _requested[0]
-    out: Optional[np.ndarray] = None
     if threads > 1 and a.ndim >= 2 and b.ndim >= 2:
         macs = max(a.size * b.shape[-1], b.size * a.shape[-2])  # exact for the batched shapes the kernels use
         if macs >= PARALLEL_MIN_MACS and b.ndim == 2 and a.size // a.shape[-1] >= 2 * threads:
             return _row_split_matmul(a, b, epilogue)
-        setter = _function(_SETTERS) if macs >= PARALLEL_MIN_MACS else None
-        if setter is not None:
-            setter(ctypes.c_int(threads))
-            try:
-                out = np.matmul(a, b)
-            finally:
-                setter(ctypes.c_int(1))
-    if out is None:
-        out = np.matmul(a, b)
+        if macs >= PARALLEL_MIN_MACS and a.ndim == b.ndim > 2 and a.shape[:-2] == b.shape[:-2] \
+                and int(np.prod(a.shape[:-2])) >= 2 * threads:
+            return _batch_split_matmul(a, b, epilogue)
+    out = np.matmul(a, b)
     if epilogue is not None:
         epilogue(out)
     return out
