@@ -33,7 +33,7 @@ Where the numpy backend's time goes (per-op CPU time, one thread). EfficientNet-
 depthwise ones about half (one einsum over all taps' strided windows, a row's columns and channels as one
 contiguous axis; strided ones read column phase images) and the 1x1 OpenBLAS GEMMs on skinny matrices about 40%
 (bias and ReLU6 applied per block of rows as they are computed). Its products alone, replayed without anything
-else, already take about 1.9x onnxruntime's whole run (the last table column): that is OpenBLAS and numpy's
+else, already take about 1.8x onnxruntime's whole run (the last table column): that is OpenBLAS and numpy's
 einsum against onnxruntime's MLAS kernels, a floor no plan in numpy gets under. Slide-Swin-T is GEMMs at OpenBLAS
 speed (about half), the fused Slide attention (16%: per head, the logits as one (pixels, 10*hd) @ (10*hd, 9)
 product of q times the 9 shifted keys, the output as attn @ [W_v | b_v] and one einsum with the shifted values,
