@@ -214,36 +214,40 @@ def test_classifier_failures_are_counted_and_the_stream_goes_on(media, classifie
     assert stats.classified + stats.errors_classify + stats.dropped == stats.delivered == VIDEO_FRAMES
 
 
+class _WaitsForPrepares:
+    """The real classifier whose model run waits (up to ``timeout`` s) until ``lead`` more frames than it has run
+    were taken for preparing; ``met`` counts the runs whose wait ended that way (not by the timeout)."""
+
+    def __init__(self, classifier, lead: int, timeout: float) -> None:
+        self.classifier, self.lead, self.timeout = classifier, lead, timeout
+        self.prepares, self.runs, self.met = 0, 0, 0
+        self.changed = threading.Condition()
+
+    def prepare(self, image):
+        with self.changed:
+            self.prepares += 1
+            self.changed.notify_all()
+        return self.classifier.prepare(image)
+
+    def classify_prepared(self, prepared):
+        with self.changed:
+            self.runs += 1
+            if self.changed.wait_for(lambda: self.prepares > self.runs + self.lead - 1, timeout=self.timeout):
+                self.met += 1
+        return self.classifier.classify_prepared(prepared)
+
+
 def test_the_next_frame_is_prepared_while_the_model_runs(media, classifier):
-    class WaitsForTheNextPrepare:
-        """The real classifier whose model run waits (up to 10 s) until the next frame's preprocessing has begun:
-        that only happens if the two stages overlap; run one after the other, every wait would time out."""
-
-        def __init__(self) -> None:
-            self.prepares, self.overlapped, self.runs = 0, 0, 0
-            self.changed = threading.Condition()
-
-        def prepare(self, image):
-            with self.changed:
-                self.prepares += 1
-                self.changed.notify_all()
-            return classifier.prepare(image)
-
-        def classify_prepared(self, prepared):
-            with self.changed:
-                self.runs += 1
-                if self.changed.wait_for(lambda: self.prepares > self.runs, timeout=10):
-                    self.overlapped += 1
-            return classifier.classify_prepared(prepared)
-
-    overlapping, results = WaitsForTheNextPrepare(), []
+    """Each model run waits until the next frame's preprocessing has begun: that only happens if the two stages
+    overlap; run one after the other, every wait would time out."""
+    overlapping, results = _WaitsForPrepares(classifier, lead=1, timeout=10.0), []
     source = VideoFileSource(media["video"])
     source.open()
     stream = LiveStream(source, overlapping, results.append, StreamSettings(max_frames=5, loop=True))
     stream.start()
     stats = _finish(stream)
     assert stream.failure is None and stats.classified == len(results) == 5
-    assert overlapping.overlapped == overlapping.runs == 5
+    assert overlapping.met == overlapping.runs == 5
 
 
 def test_overlap_policy_prepares_ahead_while_preparing_takes_over_half_an_inference():
@@ -265,37 +269,17 @@ def test_overlap_policy_prepares_ahead_while_preparing_takes_over_half_an_infere
 
 @pytest.mark.parametrize("mode,ahead", [("always", True), ("never", False)])
 def test_frames_are_prepared_ahead_only_when_asked(media, classifier, mode, ahead):
-    class CountsPreparesDuringRuns:
-        """The real classifier whose model run waits until two more frames than it has run were taken for
-        preparing: the one waiting in the hand-over slot and the next. Only a prepare thread that works ahead
-        gets there (just in time, it takes the next frame once the model has taken the waiting one)."""
-
-        def __init__(self, timeout: float) -> None:
-            self.prepares, self.runs, self.ahead = 0, 0, 0
-            self.timeout = timeout
-            self.changed = threading.Condition()
-
-        def prepare(self, image):
-            with self.changed:
-                self.prepares += 1
-                self.changed.notify_all()
-            return classifier.prepare(image)
-
-        def classify_prepared(self, prepared):
-            with self.changed:
-                self.runs += 1
-                if self.changed.wait_for(lambda: self.prepares > self.runs + 1, timeout=self.timeout):
-                    self.ahead += 1
-            return classifier.classify_prepared(prepared)
-
-    counting, results = CountsPreparesDuringRuns(10.0 if ahead else 0.2), []
+    """Each model run waits until two more frames than it has run were taken for preparing: the one waiting in the
+    hand-over slot and the next. Only a prepare thread that works ahead gets there (just in time, it takes the next
+    frame once the model has taken the waiting one)."""
+    counting, results = _WaitsForPrepares(classifier, lead=2, timeout=10.0 if ahead else 0.2), []
     source = VideoFileSource(media["video"])
     source.open()
     stream = LiveStream(source, counting, results.append, StreamSettings(max_frames=4, loop=True, prepare_ahead=mode))
     stream.start()
     stats = _finish(stream)
     assert stream.failure is None and stats.classified == len(results) == 4
-    assert counting.ahead == (4 if ahead else 0)
+    assert counting.met == (4 if ahead else 0)
     assert (stats.prepared_ahead >= 4) if ahead else stats.prepared_ahead == 0
     assert stats.delivered == stats.classified + stats.errors + stats.dropped
 
