@@ -68,10 +68,28 @@ def _weight_axes(graph: Any) -> Dict[str, int]:
     return {name: axis for name, axis in axes.items() if name in shapes}
 
 
-def store_int8_weights(source: Path, target: Path, min_elements: Optional[int] = None) -> Dict[str, int]:
-    """Write ``source`` with its Conv/Gemm/MatMul weights stored as int8 (+ Cast + per-channel Mul), the ones under
-    ``min_elements`` (default :data:`SMALL_LAYER_ELEMENTS`) as float16 (+ Cast); returns ``{"int8": n, "float16": m}``
-    weight-tensor counts."""
+def pointwise_conv_weights(path: Path) -> List[str]:
+    """The float weight names of the ungrouped 1x1 Conv nodes of the ONNX file at ``path`` (linear layers written
+    as convolutions, as the deployed Slide attention writes its qkv and output projections)."""
+    import onnx
+    from onnx import TensorProto
+
+    graph = onnx.load(str(path)).graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer if init.data_type == TensorProto.FLOAT}
+    names = []
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        weight = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else ""
+        if len(shapes.get(weight, ())) == 4 and shapes[weight][2:] == (1, 1) and ("group" not in attrs or attrs["group"].i == 1):
+            names.append(weight)
+    return names
+
+
+def store_int8_weights(source: Path, target: Path, min_elements: Optional[int] = None,
+                       only: Optional[List[str]] = None) -> Dict[str, int]:
+    """Write ``source`` with its Conv/Gemm/MatMul weights (or only the weights named in ``only``) stored as int8
+    (+ Cast + per-channel Mul), the ones under ``min_elements`` (default :data:`SMALL_LAYER_ELEMENTS`) as float16
+    (+ Cast); returns ``{"int8": n, "float16": m}`` weight-tensor counts."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -79,6 +97,8 @@ def store_int8_weights(source: Path, target: Path, min_elements: Optional[int] =
     model = onnx.load(str(source))
     graph = model.graph
     axes = _weight_axes(graph)
+    if only is not None:
+        axes = {name: axis for name, axis in axes.items() if name in only}
     stored, nodes, counts = [], [], {"int8": 0, "float16": 0}
     for init in graph.initializer:
         if init.name not in axes or init.data_type != TensorProto.FLOAT:

@@ -24,6 +24,7 @@ from slidelite.metadata import ModelMetadata
 from .calibration import CalibrationSet, ImageFolderReader, image_files, load_calibration_set
 from .errors import ConversionError
 from .int8_coverage import choose_recipe, onnx_int8_fraction, onnx_weight_shares
+from .int8_weights import pointwise_conv_weights, store_int8_weights
 from .job import ConversionJob, ConversionResult, LoadedModel
 from .labels import resolve_labels
 from .load import load_model, reparameterize
@@ -104,12 +105,22 @@ def int8_weight_onnx(loaded: LoadedModel, inputs: np.ndarray, work: Path, job: C
 
 def int8_onnx(recipe: Int8Recipe, fp32: Path, loaded: LoadedModel, images: CalibrationSet, input_name: str, work: Path,
               job: ConversionJob) -> Path:
-    """``work/int8.onnx`` made with ``recipe``: weight-storage recipes re-export a rounded copy of the module
-    (:func:`int8_weight_onnx`), the others quantize the ``fp32`` file (static ones calibrated on ``images``)."""
+    """The int8 file made with ``recipe`` in ``work``: weight-storage recipes re-export a rounded copy of the module
+    (:func:`int8_weight_onnx`), the others quantize the ``fp32`` file (static ones calibrated on ``images``); in a
+    graph whose weights are mostly MatMul/Gemm, a MatMul recipe's file also stores its 1x1 convolutions' weights
+    as int8."""
     if recipe.int8_storage:
         return int8_weight_onnx(loaded, images.inputs, work, job)
     reader = ImageFolderReader(images, input_name) if recipe.static else None
-    return quantize_onnx(fp32, work / "int8.onnx", recipe, reader)
+    quantized = quantize_onnx(fp32, work / "quantized.onnx", recipe, reader)
+    shares = onnx_weight_shares(fp32)
+    pointwise = pointwise_conv_weights(quantized) if recipe.op_types and "Conv" not in recipe.op_types else []
+    if not pointwise or shares.get("conv", 0) * 2 >= sum(shares.values()):
+        return quantized
+    # a MatMul recipe on a MatMul graph leaves its few linear layers written as 1x1 convolutions (the Slide
+    # attention's projections) float: store their weights int8 too (float compute), so the file is int8 throughout
+    store_int8_weights(quantized, work / "int8.onnx", min_elements=0, only=pointwise)
+    return work / "int8.onnx"
 
 
 @contextlib.contextmanager
