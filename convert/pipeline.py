@@ -113,8 +113,8 @@ def int8_onnx(recipe: Int8Recipe, fp32: Path, loaded: LoadedModel, images: Calib
         return int8_weight_onnx(loaded, images.inputs, work, job)
     reader = ImageFolderReader(images, input_name) if recipe.static else None
     quantized = quantize_onnx(fp32, work / "quantized.onnx", recipe, reader)
-    shares = onnx_weight_shares(fp32)
     pointwise = pointwise_conv_weights(quantized) if recipe.op_types and "Conv" not in recipe.op_types else []
+    shares = onnx_weight_shares(fp32) if pointwise else {}
     if not pointwise or shares.get("conv", 0) * 2 >= sum(shares.values()):
         return quantized
     # a MatMul recipe on a MatMul graph leaves its few linear layers written as 1x1 convolutions (the Slide

@@ -4,7 +4,6 @@ behind DEQUANTIZE, and ``--int8-recipe`` names are per format (an ONNX recipe is
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 
 import numpy as np
 import pytest
